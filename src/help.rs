@@ -1,0 +1,86 @@
+//! `trivy-ecr --help` (trivy's help, then trivy-ecr's own options and exit codes) and
+//! `trivy-ecr --version` (both versions).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::exit_status::{EXIT_CODE_TABLE, ExitStatus};
+use crate::options::SETTINGS;
+
+/// trivy-ecr's own section of the help text.
+pub fn own_help() -> String {
+    let mut text = String::from(
+        "\ntrivy-ecr: a drop-in trivy that downloads the DBs from the ECR Public mirrors, retries\n\
+         rate limits across a mirror chain and fails the build on findings at or above a threshold.\n\n\
+         trivy-ecr options (flag or environment variable; flags are removed before trivy runs):\n",
+    );
+    for s in SETTINGS {
+        text.push_str(&format!(
+            "  {} {}\n  {}\n      {} (default: {})\n",
+            s.flag, s.value, s.env, s.meaning, s.default
+        ));
+    }
+    text.push_str("\nExit codes:\n");
+    for (code, meaning) in EXIT_CODE_TABLE {
+        text.push_str(&format!("  {code:<6} {meaning}\n"));
+    }
+    text
+}
+
+/// Prints trivy's help followed by trivy-ecr's section.
+pub fn print_help(trivy: Option<&Path>, out: &mut dyn Write) -> ExitStatus {
+    if let Some(trivy) = trivy {
+        if let Ok(output) = Command::new(trivy)
+            .arg("--help")
+            .stdin(Stdio::null())
+            .output()
+        {
+            let _ = out.write_all(&output.stdout);
+        }
+    } else {
+        let _ = writeln!(
+            out,
+            "(trivy was not found: set TRIVY_ECR_TRIVY or put trivy on PATH)"
+        );
+    }
+    let _ = out.write_all(own_help().as_bytes());
+    let _ = out.flush();
+    ExitStatus::Success
+}
+
+/// Prints trivy-ecr's version, then trivy's.
+pub fn print_version(trivy: Option<&Path>) -> ExitStatus {
+    println!("trivy-ecr {}", env!("CARGO_PKG_VERSION"));
+    let Some(trivy) = trivy else {
+        println!("trivy: not found (set TRIVY_ECR_TRIVY or put trivy on PATH)");
+        return ExitStatus::TrivyNotStarted;
+    };
+    match Command::new(trivy)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .status()
+    {
+        Ok(status) => ExitStatus::PassedThrough(status.code().unwrap_or(1)),
+        Err(err) => {
+            crate::say!("error: cannot start {}: {err}", trivy.display());
+            ExitStatus::TrivyNotStarted
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_help_lists_every_setting_and_exit_code() {
+        let text = own_help();
+        for s in SETTINGS {
+            assert!(text.contains(s.flag) && text.contains(s.env), "{}", s.flag);
+        }
+        for (code, _) in EXIT_CODE_TABLE {
+            assert!(text.contains(code));
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! trivy-ecr's own settings: `--ecr-*` flags over `TRIVY_ECR_*` variables over defaults.
+//!
+//! They never collide with trivy's: trivy has no `--ecr-` flags and reads no `TRIVY_ECR_`
+//! variables. Invalid values are usage errors (exit 2) naming the setting and the fix.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::gate::FailOn;
+use crate::trivy_args::Flag;
+
+/// One documented setting: its flag, its variable, what it means.
+pub struct Setting {
+    pub flag: &'static str,
+    pub env: &'static str,
+    pub value: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+/// Every setting, in the order `--help` lists them.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        flag: "--ecr-fail-on",
+        env: "TRIVY_ECR_FAIL_ON",
+        value: "SEVERITY[,..]|none",
+        default: "CRITICAL",
+        meaning: "fail (exit 1) on findings at or above the lowest severity listed; none disables the gate",
+    },
+    Setting {
+        flag: "--ecr-db-repositories",
+        env: "TRIVY_ECR_DB_REPOSITORIES",
+        value: "REPO[,REPO..]",
+        default: "public.ecr.aws, mirror.gcr.io, ghcr.io",
+        meaning: "vulnerability DB mirror chain, tried in order (replaces the default chain)",
+    },
+    Setting {
+        flag: "--ecr-java-db-repositories",
+        env: "TRIVY_ECR_JAVA_DB_REPOSITORIES",
+        value: "REPO[,REPO..]",
+        default: "public.ecr.aws, mirror.gcr.io, ghcr.io",
+        meaning: "Java DB mirror chain, tried in order (replaces the default chain)",
+    },
+    Setting {
+        flag: "--ecr-max-attempts",
+        env: "TRIVY_ECR_MAX_ATTEMPTS",
+        value: "N",
+        default: "5",
+        meaning: "trivy runs at most, counting the first, when a DB download fails",
+    },
+    Setting {
+        flag: "--ecr-max-wait",
+        env: "TRIVY_ECR_MAX_WAIT",
+        value: "DURATION",
+        default: "120s",
+        meaning: "total time spent waiting between attempts (e.g. 90s, 5m)",
+    },
+    Setting {
+        flag: "--ecr-trivy",
+        env: "TRIVY_ECR_TRIVY",
+        value: "PATH",
+        default: "trivy on PATH",
+        meaning: "the real trivy binary to run",
+    },
+    Setting {
+        flag: "--ecr-log",
+        env: "TRIVY_ECR_LOG",
+        value: "FILTER",
+        default: "warn",
+        meaning: "trivy-ecr's own log level or tracing filter (debug shows trivy's command lines, secrets redacted)",
+    },
+];
+
+/// The settings after flags, environment and defaults are merged and checked.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub fail_on: FailOn,
+    pub db_repositories: Option<Vec<String>>,
+    pub java_db_repositories: Option<Vec<String>>,
+    pub max_attempts: u32,
+    pub max_wait: Duration,
+    pub trivy: Option<PathBuf>,
+    pub log: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            fail_on: FailOn::default(),
+            db_repositories: None,
+            java_db_repositories: None,
+            max_attempts: 5,
+            max_wait: Duration::from_secs(120),
+            trivy: None,
+            log: None,
+        }
+    }
+}
+
+/// A setting with a bad value or an unknown `--ecr-` flag.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+impl Options {
+    /// Merges `--ecr-*` flags (last one wins) over `TRIVY_ECR_*` variables.
+    pub fn resolve(
+        flags: &[Flag],
+        env: &dyn Fn(&str) -> Option<OsString>,
+    ) -> Result<Options, UsageError> {
+        for flag in flags {
+            if !SETTINGS.iter().any(|s| s.flag[2..] == flag.name) {
+                let known: Vec<&str> = SETTINGS.iter().map(|s| s.flag).collect();
+                return Err(UsageError(format!(
+                    "unknown option --{}; trivy-ecr's options are {}",
+                    flag.name,
+                    known.join(", ")
+                )));
+            }
+        }
+        let lookup = |setting: &str| -> Result<Option<(String, String)>, UsageError> {
+            let s = SETTINGS
+                .iter()
+                .find(|s| s.flag == setting)
+                .expect("setting is declared");
+            if let Some(flag) = flags.iter().rev().find(|f| f.name == s.flag[2..]) {
+                let value = flag
+                    .value
+                    .clone()
+                    .ok_or_else(|| UsageError(format!("{} needs a value ({})", s.flag, s.value)))?;
+                return Ok(Some((s.flag.to_string(), into_utf8(s.flag, value)?)));
+            }
+            match env(s.env) {
+                Some(v) if !v.is_empty() => Ok(Some((s.env.to_string(), into_utf8(s.env, v)?))),
+                _ => Ok(None),
+            }
+        };
+
+        let mut options = Options::default();
+        if let Some((from, v)) = lookup("--ecr-fail-on")? {
+            options.fail_on = v
+                .parse()
+                .map_err(|e| UsageError(format!("{from}={v}: {e}")))?;
+        }
+        if let Some((from, v)) = lookup("--ecr-db-repositories")? {
+            options.db_repositories = Some(parse_chain(&from, &v)?);
+        }
+        if let Some((from, v)) = lookup("--ecr-java-db-repositories")? {
+            options.java_db_repositories = Some(parse_chain(&from, &v)?);
+        }
+        if let Some((from, v)) = lookup("--ecr-max-attempts")? {
+            options.max_attempts = match v.trim().parse::<u32>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    return Err(UsageError(format!(
+                        "{from}={v}: expected a whole number of attempts, at least 1 (e.g. 5)"
+                    )));
+                }
+            };
+        }
+        if let Some((from, v)) = lookup("--ecr-max-wait")? {
+            options.max_wait =
+                parse_duration(&v).map_err(|e| UsageError(format!("{from}={v}: {e}")))?;
+        }
+        if let Some((_, v)) = lookup("--ecr-trivy")? {
+            options.trivy = Some(PathBuf::from(v));
+        }
+        if let Some((_, v)) = lookup("--ecr-log")? {
+            options.log = Some(v);
+        }
+        Ok(options)
+    }
+}
+
+fn into_utf8(name: &str, value: OsString) -> Result<String, UsageError> {
+    value
+        .into_string()
+        .map_err(|_| UsageError(format!("{name} is not valid UTF-8")))
+}
+
+fn parse_chain(from: &str, value: &str) -> Result<Vec<String>, UsageError> {
+    let chain: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if chain.is_empty() {
+        return Err(UsageError(format!(
+            "{from} is empty; give repositories separated by commas, e.g. public.ecr.aws/aquasecurity/trivy-db:2"
+        )));
+    }
+    if let Some(bad) = chain.iter().find(|r| r.contains("://") || r.contains(' ')) {
+        return Err(UsageError(format!(
+            "{from}: '{bad}' is not a repository; write HOST[:PORT]/PATH[:TAG] without a scheme"
+        )));
+    }
+    Ok(chain)
+}
+
+/// `90`, `90s`, `2m`, `1h30m`, `500ms`: a bare number means seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text)
+        .map_err(|_| "expected a duration such as 90s, 5m or 1h30m".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::Severity;
+
+    fn flag(name: &str, value: &str) -> Flag {
+        Flag {
+            name: name.into(),
+            value: Some(value.into()),
+        }
+    }
+
+    fn no_env(_: &str) -> Option<OsString> {
+        None
+    }
+
+    #[test]
+    fn defaults() {
+        let o = Options::resolve(&[], &no_env).unwrap();
+        assert_eq!(o.fail_on, FailOn::AtOrAbove(Severity::Critical));
+        assert_eq!(o.max_attempts, 5);
+        assert_eq!(o.max_wait, Duration::from_secs(120));
+        assert!(o.db_repositories.is_none());
+    }
+
+    #[test]
+    fn flags_override_environment() {
+        let env = |k: &str| match k {
+            "TRIVY_ECR_FAIL_ON" => Some(OsString::from("HIGH")),
+            "TRIVY_ECR_MAX_WAIT" => Some(OsString::from("2m")),
+            "TRIVY_ECR_DB_REPOSITORIES" => Some(OsString::from("a/b:2, c/d:2")),
+            _ => None,
+        };
+        let o = Options::resolve(&[flag("ecr-fail-on", "none")], &env).unwrap();
+        assert_eq!(o.fail_on, FailOn::Disabled);
+        assert_eq!(o.max_wait, Duration::from_secs(120));
+        assert_eq!(o.db_repositories.unwrap(), vec!["a/b:2", "c/d:2"]);
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors_naming_the_setting() {
+        let cases = [
+            (flag("ecr-max-attempts", "0"), "--ecr-max-attempts=0"),
+            (flag("ecr-max-wait", "soon"), "--ecr-max-wait=soon"),
+            (flag("ecr-fail-on", "SEVERE"), "--ecr-fail-on=SEVERE"),
+            (
+                flag("ecr-db-repositories", " , "),
+                "--ecr-db-repositories is empty",
+            ),
+            (
+                flag("ecr-db-repositories", "https://x/y"),
+                "not a repository",
+            ),
+            (flag("ecr-fial-on", "x"), "unknown option --ecr-fial-on"),
+        ];
+        for (f, expected) in cases {
+            let err = Options::resolve(&[f], &no_env).unwrap_err();
+            assert!(err.0.contains(expected), "{err} should contain {expected}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("-1").is_err());
+    }
+}

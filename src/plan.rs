@@ -1,0 +1,384 @@
+//! Writes the trivy command lines for one attempt: the user's arguments, in order and verbatim,
+//! plus the mirror chains trivy-ecr owns and, for gated scans, a JSON report to a private file.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use crate::invocation::Invocation;
+use crate::retry::MirrorChain;
+use crate::trivy_args::Arg;
+use crate::trivy_args::{Flag, FlagEdit, rewrite_flags};
+use crate::trivy_version::Capabilities;
+
+/// Flags trivy-ecr sets itself on a gated scan (the user's are read, then dropped).
+const REPORT_FLAGS_TAKEN_OVER: &[&str] = &[
+    "format",
+    "output",
+    "template",
+    "exit-code",
+    "exit-on-eol",
+    "output-plugin-arg",
+];
+
+/// Formats rendered from a package list, which trivy only puts in the JSON with `--list-all-pkgs`.
+const FORMATS_NEEDING_PACKAGES: &[&str] = &["cyclonedx", "spdx", "spdx-json", "github"];
+
+/// trivy's argv for one attempt. `json_report` is set for gated scans.
+pub fn trivy_argv(
+    invocation: &Invocation,
+    chains: &[MirrorChain],
+    capabilities: Capabilities,
+    json_report: Option<&Path>,
+) -> Vec<OsString> {
+    let mut argv = Vec::new();
+    for (index, arg) in invocation.args.iter().enumerate() {
+        let tokens = match arg {
+            Arg::Trivy { .. } => rewrite_flags(arg, |flag| {
+                edit_user_flag(flag, capabilities, json_report.is_some())
+            }),
+            other => other.tokens(),
+        };
+        argv.extend(tokens);
+        if Some(index) == invocation.subcommand_at {
+            argv.extend(injected_flags(
+                invocation,
+                chains,
+                capabilities,
+                json_report,
+            ));
+        }
+    }
+    argv
+}
+
+fn injected_flags(
+    invocation: &Invocation,
+    chains: &[MirrorChain],
+    capabilities: Capabilities,
+    json_report: Option<&Path>,
+) -> Vec<OsString> {
+    let mut out = Vec::new();
+    for chain in chains.iter().filter(|c| c.owned) {
+        let value = if capabilities.multiple_repositories {
+            chain.repositories().collect::<Vec<_>>().join(",")
+        } else {
+            chain.head().unwrap_or_default().to_string()
+        };
+        out.push(OsString::from(format!("--{}", chain.kind.flag())));
+        out.push(OsString::from(value));
+    }
+    if let Some(report) = json_report {
+        out.extend(["--format", "json", "--output"].map(OsString::from));
+        out.push(report.as_os_str().to_owned());
+        out.extend(["--exit-code", "0", "--exit-on-eol", "0"].map(OsString::from));
+        if FORMATS_NEEDING_PACKAGES.contains(&invocation.output.format.as_str()) {
+            out.push(OsString::from("--list-all-pkgs"));
+        }
+    }
+    out
+}
+
+fn edit_user_flag(flag: &Flag, capabilities: Capabilities, gated: bool) -> FlagEdit {
+    if gated && REPORT_FLAGS_TAKEN_OVER.contains(&flag.name.as_str()) {
+        return FlagEdit::Drop;
+    }
+    if flag.name == "security-checks" && capabilities.scanners_flag {
+        return FlagEdit::Replace(scanners_from_security_checks(flag));
+    }
+    FlagEdit::Keep
+}
+
+/// `--security-checks vuln,config` → `--scanners vuln,misconfig` (the rename of trivy 0.37).
+pub fn scanners_from_security_checks(flag: &Flag) -> Flag {
+    let value = flag.value.as_ref().map(|v| {
+        let text = v.to_string_lossy();
+        let mapped: Vec<&str> = text
+            .split(',')
+            .map(|s| match s.trim() {
+                "config" => "misconfig",
+                other => other,
+            })
+            .collect();
+        OsString::from(mapped.join(","))
+    });
+    Flag {
+        name: "scanners".into(),
+        value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mirrors::DbKind;
+    use crate::retry::RetryPolicy;
+    use std::time::Duration;
+
+    fn invocation(argv: &[&str]) -> Invocation {
+        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        Invocation::parse(&argv, &|_| None, Path::new("/nonexistent"))
+    }
+
+    fn chains(inv: &Invocation) -> Vec<MirrorChain> {
+        let policy = RetryPolicy::new(3, Duration::from_secs(1));
+        [DbKind::Vulnerability, DbKind::Java]
+            .into_iter()
+            .map(|kind| match inv.choice(kind) {
+                Some(c) => MirrorChain::new(kind, c.repositories.clone(), false, &policy),
+                None => MirrorChain::new(kind, kind.default_chain(), true, &policy),
+            })
+            .collect()
+    }
+
+    fn argv(args: &[&str], caps: Capabilities, report: Option<&str>) -> Vec<String> {
+        let inv = invocation(args);
+        trivy_argv(&inv, &chains(&inv), caps, report.map(Path::new))
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    const MODERN: Capabilities = Capabilities {
+        multiple_repositories: true,
+        scanners_flag: true,
+    };
+    const OLD: Capabilities = Capabilities {
+        multiple_repositories: false,
+        scanners_flag: true,
+    };
+    const VULN: &str = "public.ecr.aws/aquasecurity/trivy-db:2,mirror.gcr.io/aquasec/trivy-db:2,ghcr.io/aquasecurity/trivy-db:2";
+    const JAVA: &str = "public.ecr.aws/aquasecurity/trivy-java-db:1,mirror.gcr.io/aquasec/trivy-java-db:1,ghcr.io/aquasecurity/trivy-java-db:1";
+
+    #[test]
+    fn rewriting_table() {
+        type Case<'a> = (&'a [&'a str], Capabilities, Option<&'a str>, &'a [&'a str]);
+        let cases: &[Case] = &[
+            // Chains injected right after the subcommand; the rest untouched.
+            (
+                &["image", "--severity", "CRITICAL", "alpine"],
+                MODERN,
+                None,
+                &[
+                    "image",
+                    "--db-repository",
+                    VULN,
+                    "--java-db-repository",
+                    JAVA,
+                    "--severity",
+                    "CRITICAL",
+                    "alpine",
+                ],
+            ),
+            // Global flags before the subcommand stay before it.
+            (
+                &["--cache-dir", "/c", "fs", "."],
+                MODERN,
+                None,
+                &[
+                    "--cache-dir",
+                    "/c",
+                    "fs",
+                    "--db-repository",
+                    VULN,
+                    "--java-db-repository",
+                    JAVA,
+                    ".",
+                ],
+            ),
+            // The user's choice (either form) is kept; only the other DB gets a chain.
+            (
+                &["image", "--db-repository=my/db:2", "x"],
+                MODERN,
+                None,
+                &[
+                    "image",
+                    "--java-db-repository",
+                    JAVA,
+                    "--db-repository=my/db:2",
+                    "x",
+                ],
+            ),
+            (
+                &["image", "--java-db-repository", "j/db", "x"],
+                MODERN,
+                None,
+                &[
+                    "image",
+                    "--db-repository",
+                    VULN,
+                    "--java-db-repository",
+                    "j/db",
+                    "x",
+                ],
+            ),
+            // Old trivy takes one repository.
+            (
+                &["image", "x"],
+                OLD,
+                None,
+                &[
+                    "image",
+                    "--db-repository",
+                    "public.ecr.aws/aquasecurity/trivy-db:2",
+                    "--java-db-repository",
+                    "public.ecr.aws/aquasecurity/trivy-java-db:1",
+                    "x",
+                ],
+            ),
+            // `--` and what follows are verbatim.
+            (
+                &["image", "x", "--", "--db-repository", "y"],
+                MODERN,
+                None,
+                &[
+                    "image",
+                    "--db-repository",
+                    VULN,
+                    "--java-db-repository",
+                    JAVA,
+                    "x",
+                    "--",
+                    "--db-repository",
+                    "y",
+                ],
+            ),
+            // Old flags translated.
+            (
+                &["image", "--security-checks", "vuln,config", "x"],
+                MODERN,
+                None,
+                &[
+                    "image",
+                    "--db-repository",
+                    VULN,
+                    "--java-db-repository",
+                    JAVA,
+                    "--scanners",
+                    "vuln,misconfig",
+                    "x",
+                ],
+            ),
+            // Own flags never reach trivy.
+            (
+                &["image", "--ecr-fail-on", "HIGH", "x"],
+                MODERN,
+                None,
+                &[
+                    "image",
+                    "--db-repository",
+                    VULN,
+                    "--java-db-repository",
+                    JAVA,
+                    "x",
+                ],
+            ),
+            // Gated: the user's output flags are replaced by the JSON report.
+            (
+                &[
+                    "image",
+                    "-f",
+                    "sarif",
+                    "-o",
+                    "out.sarif",
+                    "--exit-code",
+                    "1",
+                    "-q",
+                    "x",
+                ],
+                MODERN,
+                Some("/tmp/r.json"),
+                &[
+                    "image",
+                    "--db-repository",
+                    VULN,
+                    "--java-db-repository",
+                    JAVA,
+                    "--format",
+                    "json",
+                    "--output",
+                    "/tmp/r.json",
+                    "--exit-code",
+                    "0",
+                    "--exit-on-eol",
+                    "0",
+                    "-q",
+                    "x",
+                ],
+            ),
+            (
+                &["image", "-qf", "cyclonedx", "--scanners", "vuln", "x"],
+                MODERN,
+                Some("/tmp/r.json"),
+                &[
+                    "image",
+                    "--db-repository",
+                    VULN,
+                    "--java-db-repository",
+                    JAVA,
+                    "--format",
+                    "json",
+                    "--output",
+                    "/tmp/r.json",
+                    "--exit-code",
+                    "0",
+                    "--exit-on-eol",
+                    "0",
+                    "--list-all-pkgs",
+                    "--quiet",
+                    "--scanners",
+                    "vuln",
+                    "x",
+                ],
+            ),
+            // Values that look like flags stay where they are.
+            (
+                &["fs", "--skip-dirs", "--format", "."],
+                MODERN,
+                None,
+                &[
+                    "fs",
+                    "--db-repository",
+                    VULN,
+                    "--java-db-repository",
+                    JAVA,
+                    "--skip-dirs",
+                    "--format",
+                    ".",
+                ],
+            ),
+        ];
+        for (args, caps, report, expected) in cases {
+            assert_eq!(argv(args, *caps, *report), *expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn every_user_token_survives_in_order_when_nothing_is_taken_over() {
+        let args = [
+            "-d",
+            "image",
+            "--skip-dirs",
+            "a,b",
+            "--platform=linux/arm64",
+            "--ignore-unfixed",
+            "img:1",
+            "--",
+            "-x",
+        ];
+        let out = argv(&args, MODERN, None);
+        let kept: Vec<&str> = out
+            .iter()
+            .map(String::as_str)
+            .filter(|t| args.contains(t))
+            .collect();
+        assert_eq!(kept, args);
+    }
+
+    #[test]
+    fn rewriting_is_idempotent() {
+        let first = argv(&["image", "--severity", "HIGH", "alpine"], MODERN, None);
+        let first_refs: Vec<&str> = first.iter().map(String::as_str).collect();
+        let second = argv(&first_refs, MODERN, None);
+        assert_eq!(first, second);
+    }
+}
