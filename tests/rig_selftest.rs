@@ -1,0 +1,132 @@
+//! Proves the e2e rig against the REAL trivy (no wrapper): a synthetic DB pushed to a real
+//! registry makes real trivy report exactly the fixture's findings, and the fault proxy makes it
+//! fail the way the public mirrors do.
+
+mod rig;
+
+use rig::image::Image;
+use rig::registry::Registry;
+use rig::report::Report;
+use rig::scan::TrivyScan;
+use rig::trivy_db::{self, DbSpec};
+
+fn registry_with_db_and_image() -> Registry {
+    let registry = Registry::start();
+    let client = registry.client();
+    client.push_trivy_db("trivy-db", "2", &trivy_db::db_tar_gz(&DbSpec::fresh()));
+    Image::alpine().push(&client, "app", "latest");
+    registry
+}
+
+#[test]
+fn real_trivy_reports_the_fixture_findings_from_the_registry() {
+    let trivy = rig::tools::trivy();
+    let registry = registry_with_db_and_image();
+    let db_repo = format!("{}/trivy-db:2", registry.host_port());
+    let image = format!("{}/app:latest", registry.host_port());
+
+    let ran = TrivyScan::image(&trivy, &[&db_repo]).remote(&image).run();
+
+    assert_eq!(ran.code(), Some(0), "{}", ran.describe());
+    let report = Report::parse(&ran.stdout);
+    assert_eq!(
+        report.os(),
+        ("alpine".into(), rig::image::ALPINE_RELEASE.into())
+    );
+    assert_eq!(report.findings(), trivy_db::expected_alpine_findings());
+}
+
+#[test]
+fn fixture_promises_a_fixed_and_an_unfixed_critical_a_high_and_a_medium() {
+    let expected = trivy_db::expected_alpine_findings();
+    let summary: Vec<(&str, &str, bool)> = expected
+        .iter()
+        .map(|f| (f.id.as_str(), f.severity.as_str(), f.fixed.is_some()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("CVE-2099-0001", "CRITICAL", true),
+            ("CVE-2099-0002", "CRITICAL", false),
+            ("CVE-2099-0003", "HIGH", true),
+            ("CVE-2099-0004", "MEDIUM", true),
+        ]
+    );
+    assert!(
+        expected.iter().all(|f| f.id != "CVE-2099-0005"),
+        "an advisory fixed before the installed version must not be expected"
+    );
+}
+
+#[test]
+fn real_trivy_reports_the_fixture_findings_from_a_docker_archive() {
+    let trivy = rig::tools::trivy();
+    let registry = Registry::start();
+    registry
+        .client()
+        .push_trivy_db("trivy-db", "2", &trivy_db::db_tar_gz(&DbSpec::fresh()));
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("app.tar");
+    Image::alpine().write_docker_archive(&archive, "app:latest");
+    let db_repo = format!("{}/trivy-db:2", registry.host_port());
+
+    let ran = TrivyScan::image(&trivy, &[&db_repo]).input(&archive).run();
+
+    assert_eq!(ran.code(), Some(0), "{}", ran.describe());
+    let report = Report::parse(&ran.stdout);
+    assert_eq!(report.artifact_name(), archive.display().to_string());
+    assert_eq!(report.findings(), trivy_db::expected_alpine_findings());
+}
+
+#[test]
+fn old_trivy_0_69_reports_the_same_findings() {
+    let trivy = rig::tools::trivy_old();
+    let registry = registry_with_db_and_image();
+    let db_repo = format!("{}/trivy-db:2", registry.host_port());
+    let image = format!("{}/app:latest", registry.host_port());
+
+    let ran = TrivyScan::image(&trivy, &[&db_repo]).remote(&image).run();
+
+    assert_eq!(ran.code(), Some(0), "{}", ran.describe());
+    assert_eq!(
+        Report::parse(&ran.stdout).findings(),
+        trivy_db::expected_alpine_findings()
+    );
+}
+
+#[test]
+fn exit_code_flag_fires_on_the_critical_findings() {
+    let trivy = rig::tools::trivy();
+    let registry = registry_with_db_and_image();
+    let db_repo = format!("{}/trivy-db:2", registry.host_port());
+    let image = format!("{}/app:latest", registry.host_port());
+
+    let gated = TrivyScan::image(&trivy, &[&db_repo])
+        .args(["--exit-code", "3", "--severity", "CRITICAL"])
+        .remote(&image)
+        .run();
+    assert_eq!(gated.code(), Some(3), "{}", gated.describe());
+
+    let unfixed_ignored = TrivyScan::image(&trivy, &[&db_repo])
+        .args([
+            "--exit-code",
+            "3",
+            "--severity",
+            "CRITICAL",
+            "--ignore-unfixed",
+        ])
+        .remote(&image)
+        .run();
+    assert_eq!(
+        unfixed_ignored.code(),
+        Some(3),
+        "{}",
+        unfixed_ignored.describe()
+    );
+    let ids: Vec<String> = Report::parse(&unfixed_ignored.stdout)
+        .findings()
+        .into_iter()
+        .map(|f| f.id)
+        .collect();
+    assert_eq!(ids, ["CVE-2099-0001"]);
+}
