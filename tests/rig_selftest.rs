@@ -130,3 +130,48 @@ fn exit_code_flag_fires_on_the_critical_findings() {
         .collect();
     assert_eq!(ids, ["CVE-2099-0001"]);
 }
+
+#[test]
+fn real_trivy_fetches_the_java_db_and_identifies_the_jar_through_it() {
+    let trivy = rig::tools::trivy();
+    let registry = Registry::start();
+    let client = registry.client();
+    client.push_trivy_db("trivy-db", "2", &trivy_db::db_tar_gz(&DbSpec::fresh()));
+    client.push_java_db(
+        "trivy-java-db",
+        "1",
+        &rig::java_db::javadb_tar_gz(&DbSpec::fresh()),
+    );
+    Image::alpine_with_jar().push(&client, "app", "jar");
+    let db_repo = format!("{}/trivy-db:2", registry.host_port());
+    let java_repo = format!("{}/trivy-java-db:1", registry.host_port());
+    let image = format!("{}/app:jar", registry.host_port());
+
+    let mut scan = TrivyScan::image(&trivy, &[&db_repo]);
+    let ran = scan
+        .arg("--java-db-repository")
+        .arg(&java_repo)
+        .remote(&image)
+        .run();
+
+    assert_eq!(ran.code(), Some(0), "{}", ran.describe());
+    let javadb_lines = ran.stderr_lines_with("[javadb]");
+    assert!(
+        javadb_lines.iter().any(|l| l.contains(&java_repo)),
+        "no [javadb] download from {java_repo}\n{}",
+        ran.describe()
+    );
+    assert!(
+        scan.cache_dir().join("java-db/trivy-java.db").is_file(),
+        "Java DB not in the cache"
+    );
+    let report = Report::parse(&ran.stdout);
+    assert_eq!(
+        report.findings_of_class("lang-pkgs"),
+        [trivy_db::expected_jar_finding()]
+    );
+    assert_eq!(
+        report.findings_of_class("os-pkgs"),
+        trivy_db::expected_alpine_findings()
+    );
+}
