@@ -175,3 +175,63 @@ fn real_trivy_fetches_the_java_db_and_identifies_the_jar_through_it() {
         trivy_db::expected_alpine_findings()
     );
 }
+
+// ---- fault proxy in front of the registry, bare trivy 0.76 ----
+
+use rig::proxy::{Fault, FaultProxy, When};
+use std::time::Duration;
+
+/// Runs bare trivy 0.76 against `db_repo` on the fixture image (pulled straight from the
+/// registry, not through the proxy), dumping stderr to `RIG_STDERR_DUMP_DIR/<name>.log` if set.
+fn scan_with_db_repos(registry: &Registry, db_repos: &[&str], name: &str) -> rig::run::Ran {
+    let image = format!("{}/app:latest", registry.host_port());
+    let ran = TrivyScan::image(&rig::tools::trivy(), db_repos)
+        .remote(&image)
+        .run();
+    if let Some(dir) = std::env::var_os("RIG_STDERR_DUMP_DIR") {
+        std::fs::write(
+            std::path::Path::new(&dir).join(format!("{name}.log")),
+            &ran.stderr,
+        )
+        .unwrap();
+    }
+    ran
+}
+
+fn fatal_line(ran: &rig::run::Ran) -> String {
+    ran.fatal()
+        .unwrap_or_else(|| panic!("no FATAL line\n{}", ran.describe()))
+        .to_owned()
+}
+
+#[test]
+fn bare_trivy_fails_on_a_mirror_that_always_answers_429() {
+    let registry = registry_with_db_and_image();
+    let ghcr = FaultProxy::start(registry.addr());
+    ghcr.add_rule("/trivy-db/", When::Always, Fault::too_many_requests());
+    let db_repo = format!("{}/trivy-db:2", ghcr.host_port());
+
+    let ran = scan_with_db_repos(&registry, &[&db_repo], "429-always");
+
+    assert_eq!(ran.code(), Some(1), "{}", ran.describe());
+    let fatal = fatal_line(&ran);
+    assert!(fatal.contains("TOOMANYREQUESTS"), "{fatal}");
+    assert!(fatal.contains("failed to download"), "{fatal}");
+    let hits = ghcr.requests_to("/trivy-db/");
+    assert!(!hits.is_empty(), "trivy never asked the mirror");
+    assert!(
+        hits.iter()
+            .all(|r| r.status == Some(429) && r.fault == Some("429")),
+        "{hits:#?}"
+    );
+    assert!(ran.stdout.is_empty(), "no report on a failed DB download");
+    // trivy 0.76 (ggcr) tries a request 3 times, backing off ~1 s then ~3 s.
+    let paths: Vec<&str> = hits.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/v2/trivy-db/manifests/2"; 3]);
+    let gaps: Vec<Duration> = hits.windows(2).map(|w| w[1].at - w[0].at).collect();
+    eprintln!("429 retry gaps: {gaps:?}");
+    assert!(
+        gaps[0] >= Duration::from_millis(800) && gaps[1] >= Duration::from_millis(2500),
+        "retry spacing {gaps:?}"
+    );
+}

@@ -11,7 +11,7 @@
 pub mod image;
 pub mod java_db;
 pub mod oci;
-// pub mod proxy;
+pub mod proxy;
 pub mod registry;
 pub mod report;
 pub mod run;

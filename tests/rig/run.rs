@@ -27,6 +27,17 @@ impl Ran {
         self.stderr.lines().filter(|l| l.contains(needle)).collect()
     }
 
+    /// trivy's fatal error: from the line logged at level `FATAL` to the end of stderr (trivy
+    /// prints the error chain over several lines and exits); `None` without a FATAL line.
+    pub fn fatal(&self) -> Option<&str> {
+        let start = self
+            .stderr
+            .match_indices("\tFATAL\t")
+            .next()
+            .map(|(i, _)| self.stderr[..i].rfind('\n').map_or(0, |nl| nl + 1))?;
+        Some(self.stderr[start..].trim_end())
+    }
+
     /// A short dump for assertion messages.
     pub fn describe(&self) -> String {
         format!(
