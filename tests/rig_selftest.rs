@@ -235,3 +235,323 @@ fn bare_trivy_fails_on_a_mirror_that_always_answers_429() {
         "retry spacing {gaps:?}"
     );
 }
+
+#[test]
+fn bare_trivy_falls_back_to_the_next_mirror_after_429() {
+    let registry = registry_with_db_and_image();
+    let ghcr = FaultProxy::start(registry.addr());
+    ghcr.add_rule("/trivy-db/", When::Always, Fault::too_many_requests());
+    let ecr = FaultProxy::start(registry.addr());
+    let first = format!("{}/trivy-db:2", ghcr.host_port());
+    let second = format!("{}/trivy-db:2", ecr.host_port());
+
+    let ran = scan_with_db_repos(&registry, &[&first, &second], "429-then-ok");
+
+    assert_eq!(ran.code(), Some(0), "{}", ran.describe());
+    assert!(
+        !ran.stderr_lines_with("Trying to download artifact from other repository")
+            .is_empty(),
+        "{}",
+        ran.describe()
+    );
+    assert_eq!(
+        Report::parse(&ran.stdout).findings(),
+        trivy_db::expected_alpine_findings()
+    );
+    assert!(
+        ghcr.requests_to("/blobs/").is_empty(),
+        "no blob from the 429 mirror"
+    );
+    let from_ecr: Vec<_> = ecr
+        .requests_to("/trivy-db/")
+        .into_iter()
+        .map(|r| (r.method, r.status))
+        .collect();
+    assert!(
+        from_ecr.contains(&("GET".into(), Some(200))) && from_ecr.len() >= 2,
+        "manifest and blob from the second mirror: {from_ecr:?}"
+    );
+}
+
+#[test]
+fn bare_trivy_aborts_on_connection_refused() {
+    let registry = registry_with_db_and_image();
+    let dead = format!("{}/trivy-db:2", rig::proxy::refused_addr());
+
+    let ran = scan_with_db_repos(&registry, &[&dead], "connection-refused");
+
+    assert_eq!(ran.code(), Some(1), "{}", ran.describe());
+    let fatal = fatal_line(&ran);
+    assert!(fatal.contains("connection refused"), "{fatal}");
+    assert!(fatal.contains("failed to download"), "{fatal}");
+}
+
+#[test]
+fn bare_trivy_aborts_on_manifest_unknown_without_trying_the_next_mirror() {
+    let registry = registry_with_db_and_image();
+    let gone = FaultProxy::start(registry.addr());
+    gone.add_rule("/manifests/", When::Always, Fault::ManifestUnknown);
+    let healthy = FaultProxy::start(registry.addr());
+    let first = format!("{}/trivy-db:2", gone.host_port());
+    let second = format!("{}/trivy-db:2", healthy.host_port());
+
+    let ran = scan_with_db_repos(&registry, &[&first, &second], "404-manifest-unknown");
+
+    assert_eq!(ran.code(), Some(1), "{}", ran.describe());
+    let fatal = fatal_line(&ran);
+    assert!(fatal.contains("MANIFEST_UNKNOWN"), "{fatal}");
+    assert_eq!(
+        gone.requests_to("/manifests/").len(),
+        1,
+        "404 is not retried"
+    );
+    assert!(healthy.requests().is_empty(), "404 does not fall back");
+}
+
+#[test]
+fn bare_trivy_downloads_through_docker_token_auth() {
+    let registry = registry_with_db_and_image();
+    let ecr = FaultProxy::start(registry.addr());
+    ecr.require_token_auth("public.ecr.aws");
+    let db_repo = format!("{}/trivy-db:2", ecr.host_port());
+
+    let ran = scan_with_db_repos(&registry, &[&db_repo], "token-auth-ok");
+
+    assert_eq!(ran.code(), Some(0), "{}", ran.describe());
+    assert!(ecr.tokens_issued() >= 1, "{:#?}", ecr.requests());
+    let token_requests = ecr.requests_to("/token");
+    assert!(
+        token_requests
+            .iter()
+            .all(|r| r.query.contains("scope=repository%3Atrivy-db%3Apull")
+                || r.query.contains("scope=repository:trivy-db:pull")),
+        "{token_requests:#?}"
+    );
+    let served: Vec<_> = ecr
+        .requests_to("/v2/trivy-db/")
+        .into_iter()
+        .filter(|r| r.status == Some(200))
+        .collect();
+    assert!(
+        !served.is_empty()
+            && served
+                .iter()
+                .all(|r| r.auth_scheme.as_deref() == Some("Bearer")),
+        "{served:#?}"
+    );
+}
+
+#[test]
+fn bare_trivy_aborts_on_401_unauthorized() {
+    let registry = registry_with_db_and_image();
+    let ghcr = FaultProxy::start(registry.addr());
+    ghcr.require_token_auth("ghcr.io");
+    ghcr.add_rule("/trivy-db/manifests/", When::Always, Fault::Unauthorized);
+    let db_repo = format!("{}/trivy-db:2", ghcr.host_port());
+
+    let ran = scan_with_db_repos(&registry, &[&db_repo], "401-unauthorized");
+
+    assert_eq!(ran.code(), Some(1), "{}", ran.describe());
+    let fatal = fatal_line(&ran);
+    assert!(fatal.contains("UNAUTHORIZED"), "{fatal}");
+    assert!(
+        ran.elapsed < Duration::from_secs(3),
+        "401 is not retried: {:?}",
+        ran.elapsed
+    );
+}
+
+#[test]
+fn bare_trivy_falls_back_after_503() {
+    let registry = registry_with_db_and_image();
+    let flaky = FaultProxy::start(registry.addr());
+    flaky.add_rule("/trivy-db/", When::Always, Fault::Unavailable);
+    let healthy = FaultProxy::start(registry.addr());
+    let first = format!("{}/trivy-db:2", flaky.host_port());
+    let second = format!("{}/trivy-db:2", healthy.host_port());
+
+    let ran = scan_with_db_repos(&registry, &[&first, &second], "503-then-ok");
+
+    assert_eq!(ran.code(), Some(0), "{}", ran.describe());
+    assert_eq!(
+        flaky.requests_to("/trivy-db/").len(),
+        3,
+        "{:#?}",
+        flaky.requests()
+    );
+    assert!(!healthy.requests_to("/blobs/").is_empty());
+}
+
+#[test]
+fn bare_trivy_fails_on_a_blob_cut_mid_download() {
+    let registry = registry_with_db_and_image();
+    let mirror = FaultProxy::start(registry.addr());
+    mirror.add_rule("/trivy-db/blobs/sha256:", When::Always, Fault::DropMidBody);
+    let healthy = FaultProxy::start(registry.addr());
+    let first = format!("{}/trivy-db:2", mirror.host_port());
+    let second = format!("{}/trivy-db:2", healthy.host_port());
+
+    let ran = scan_with_db_repos(&registry, &[&first, &second], "drop-mid-blob");
+
+    assert_eq!(ran.code(), Some(1), "{}", ran.describe());
+    // trivy 0.76 re-requests the cut blob (4 GETs seen) but never moves to the next mirror.
+    let blob_gets = mirror.requests_to("/blobs/");
+    assert!(blob_gets.len() >= 2, "{blob_gets:#?}");
+    assert!(blob_gets.iter().all(|r| r.fault == Some("drop-mid-body")));
+    assert!(
+        healthy.requests().is_empty(),
+        "a cut blob does not fall back"
+    );
+}
+
+#[test]
+fn bare_trivy_fails_on_a_corrupted_blob() {
+    let registry = registry_with_db_and_image();
+    let mirror = FaultProxy::start(registry.addr());
+    mirror.add_rule("/trivy-db/blobs/sha256:", When::Always, Fault::CorruptBody);
+    let db_repo = format!("{}/trivy-db:2", mirror.host_port());
+
+    let ran = scan_with_db_repos(&registry, &[&db_repo], "corrupt-blob");
+
+    assert_eq!(ran.code(), Some(1), "{}", ran.describe());
+    assert!(
+        mirror
+            .requests_to("/blobs/")
+            .iter()
+            .all(|r| r.status == Some(200))
+    );
+}
+
+#[test]
+fn old_trivy_0_69_gives_up_on_429_after_one_request() {
+    let registry = registry_with_db_and_image();
+    let ghcr = FaultProxy::start(registry.addr());
+    ghcr.add_rule("/trivy-db/", When::Always, Fault::too_many_requests());
+    let db_repo = format!("{}/trivy-db:2", ghcr.host_port());
+    let image = format!("{}/app:latest", registry.host_port());
+
+    let ran = TrivyScan::image(&rig::tools::trivy_old(), &[&db_repo])
+        .remote(&image)
+        .run();
+    if let Some(dir) = std::env::var_os("RIG_STDERR_DUMP_DIR") {
+        std::fs::write(
+            std::path::Path::new(&dir).join("429-always-0.69.log"),
+            &ran.stderr,
+        )
+        .unwrap();
+    }
+
+    assert_eq!(ran.code(), Some(1), "{}", ran.describe());
+    assert!(
+        fatal_line(&ran).contains("TOOMANYREQUESTS"),
+        "{}",
+        ran.describe()
+    );
+    assert_eq!(
+        ghcr.requests_to("/trivy-db/").len(),
+        1,
+        "{:#?}",
+        ghcr.requests()
+    );
+}
+
+// ---- fault proxy mechanics, checked with the rig's own client (no trivy) ----
+
+fn get_manifest(client: &rig::oci::Client, path: &str) -> rig::oci::Response {
+    client.get(path, Some(rig::oci::OCI_MANIFEST))
+}
+
+#[test]
+fn proxy_first_n_and_every_kth_count_matching_requests_only() {
+    let registry = registry_with_db_and_image();
+    let proxy = FaultProxy::start(registry.addr());
+    proxy.add_rule("/trivy-db/manifests/", When::FirstN(2), Fault::Unavailable);
+    proxy.add_rule(
+        "/app/manifests/",
+        When::EveryKth(3),
+        Fault::too_many_requests(),
+    );
+    let client = rig::oci::Client::new(&proxy.host_port());
+
+    let db: Vec<u16> = (0..4)
+        .map(|_| get_manifest(&client, "/v2/trivy-db/manifests/2").status)
+        .collect();
+    let app: Vec<u16> = (0..6)
+        .map(|_| get_manifest(&client, "/v2/app/manifests/latest").status)
+        .collect();
+
+    assert_eq!(db, [503, 503, 200, 200]);
+    assert_eq!(app, [200, 200, 429, 200, 200, 429]);
+    let logged: Vec<Option<u16>> = proxy.requests().iter().map(|r| r.status).collect();
+    let expected: Vec<Option<u16>> = db.iter().chain(&app).map(|s| Some(*s)).collect();
+    assert_eq!(logged, expected);
+}
+
+#[test]
+fn proxy_429_carries_ghcr_body_and_optional_retry_after() {
+    let registry = Registry::start();
+    let proxy = FaultProxy::start(registry.addr());
+    proxy.add_rule(
+        "/v2/",
+        When::FirstN(1),
+        Fault::TooManyRequests {
+            retry_after: Some("7".into()),
+        },
+    );
+    proxy.add_rule("/v2/", When::Always, Fault::too_many_requests());
+    let client = rig::oci::Client::new(&proxy.host_port());
+
+    let first = client.get("/v2/", None);
+    let second = client.get("/v2/", None);
+
+    for resp in [&first, &second] {
+        assert_eq!(resp.status, 429);
+        assert_eq!(resp.body, rig::proxy::GHCR_429_BODY.as_bytes());
+    }
+    assert_eq!(first.header("Retry-After"), Some("7"));
+    assert_eq!(second.header("Retry-After"), None);
+}
+
+#[test]
+fn proxy_stall_never_answers_and_drop_releases_the_connection() {
+    let registry = Registry::start();
+    let proxy = FaultProxy::start(registry.addr());
+    proxy.add_rule("/v2/", When::Always, Fault::Stall);
+    let addr = proxy.addr();
+
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    use std::io::{Read, Write};
+    conn.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(proxy.wait_for_requests("/v2/", 1, Duration::from_secs(5)));
+    let mut buf = [0u8; 64];
+    let err = conn
+        .read(&mut buf)
+        .expect_err("a stalled request gets no answer");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{err}"
+    );
+    assert_eq!(proxy.requests()[0].status, None);
+
+    drop(proxy);
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let n = conn.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the connection closes when the proxy is dropped");
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "the listener is closed"
+    );
+}
+
+#[test]
+fn refused_addr_refuses() {
+    let addr: std::net::SocketAddr = rig::proxy::refused_addr().parse().unwrap();
+    let err = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+}
