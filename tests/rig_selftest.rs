@@ -555,3 +555,67 @@ fn refused_addr_refuses() {
     let err = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
 }
+
+// ---- DB freshness and size knobs ----
+
+#[test]
+fn padded_db_grows_the_artifact_and_stays_valid_for_trivy() {
+    let padding = 3 * 1024 * 1024;
+    let db = trivy_db::db_tar_gz(&DbSpec::fresh().with_padding(padding));
+    assert!(
+        db.len() as u64 >= padding,
+        "artifact only {} bytes",
+        db.len()
+    );
+
+    let registry = Registry::start();
+    let client = registry.client();
+    let pushed = client.push_trivy_db("trivy-db", "2", &db);
+    assert_eq!(pushed.layer.size, db.len() as u64);
+    Image::alpine().push(&client, "app", "latest");
+    let db_repo = format!("{}/trivy-db:2", registry.host_port());
+
+    let ran = scan_with_db_repos(&registry, &[&db_repo], "padded");
+
+    assert_eq!(ran.code(), Some(0), "{}", ran.describe());
+    assert_eq!(
+        Report::parse(&ran.stdout).findings(),
+        trivy_db::expected_alpine_findings()
+    );
+}
+
+#[test]
+fn cached_db_freshness_decides_whether_trivy_downloads() {
+    let registry = registry_with_db_and_image();
+    let mirror = FaultProxy::start(registry.addr());
+    let db_repo = format!("{}/trivy-db:2", mirror.host_port());
+    let image = format!("{}/app:latest", registry.host_port());
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+
+    // Fresh (NextUpdate ahead): trivy uses the cache and never asks the mirror.
+    let mut fresh = TrivyScan::image(&rig::tools::trivy(), &[&db_repo]);
+    trivy_db::install_into_cache(&fresh.cache_dir(), &DbSpec::fresh());
+    let ran = fresh.remote(&image).run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.describe());
+    assert!(mirror.requests().is_empty(), "{:#?}", mirror.requests());
+
+    // Stale (NextUpdate passed, downloaded 2 h ago): trivy downloads from the mirror.
+    let mut stale = TrivyScan::image(&rig::tools::trivy(), &[&db_repo]);
+    trivy_db::install_into_cache(
+        &stale.cache_dir(),
+        &DbSpec::stale().downloaded_at(two_hours_ago),
+    );
+    let ran = stale.remote(&image).run();
+    assert_eq!(ran.code(), Some(0), "{}", ran.describe());
+    assert!(
+        !ran.stderr_lines_with("Need to update DB").is_empty(),
+        "{}",
+        ran.describe()
+    );
+    assert!(!mirror.requests_to("/trivy-db/blobs/").is_empty());
+    let meta = std::fs::read_to_string(stale.cache_dir().join("db/metadata.json")).unwrap();
+    assert!(
+        !meta.contains("0001-01-01"),
+        "trivy stamps DownloadedAt: {meta}"
+    );
+}
