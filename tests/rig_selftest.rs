@@ -37,6 +37,12 @@ fn real_trivy_reports_the_fixture_findings_from_the_registry() {
 }
 
 #[test]
+fn the_installed_trivys_are_the_versions_the_rig_was_verified_with() {
+    assert_eq!(rig::tools::version_of(&rig::tools::trivy()), "0.76.0");
+    assert_eq!(rig::tools::version_of(&rig::tools::trivy_old()), "0.69.3");
+}
+
+#[test]
 fn fixture_promises_a_fixed_and_an_unfixed_critical_a_high_and_a_medium() {
     let expected = trivy_db::expected_alpine_findings();
     let summary: Vec<(&str, &str, bool)> = expected
@@ -617,5 +623,45 @@ fn cached_db_freshness_decides_whether_trivy_downloads() {
     assert!(
         !meta.contains("0001-01-01"),
         "trivy stamps DownloadedAt: {meta}"
+    );
+}
+
+#[tokio::test]
+async fn proxy_can_live_and_die_inside_an_async_test() {
+    let proxy = FaultProxy::start(rig::proxy::refused_addr().parse().unwrap());
+    proxy.add_rule("/", When::Always, Fault::Denied);
+    let client = rig::oci::Client::new(&proxy.host_port());
+    let resp = tokio::task::spawn_blocking(move || client.get("/v2/", None))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 403);
+    assert_eq!(resp.body, rig::proxy::DENIED_BODY.as_bytes());
+    drop(proxy);
+}
+
+#[test]
+fn a_java_db_installed_in_the_cache_is_used_without_a_download() {
+    let registry = registry_with_db_and_image();
+    Image::alpine_with_jar().push(&registry.client(), "app", "jar");
+    let db_repo = format!("{}/trivy-db:2", registry.host_port());
+    let nowhere = format!("{}/trivy-java-db:1", rig::proxy::refused_addr());
+    let image = format!("{}/app:jar", registry.host_port());
+
+    let mut scan = TrivyScan::image(&rig::tools::trivy(), &[&db_repo]);
+    rig::java_db::install_into_cache(&scan.cache_dir(), &DbSpec::fresh());
+    let ran = scan
+        .args(["--java-db-repository", &nowhere])
+        .remote(&image)
+        .run();
+
+    assert_eq!(ran.code(), Some(0), "{}", ran.describe());
+    assert!(
+        ran.stderr_lines_with("[javadb] Downloading").is_empty(),
+        "{}",
+        ran.describe()
+    );
+    assert_eq!(
+        Report::parse(&ran.stdout).findings_of_class("lang-pkgs"),
+        [trivy_db::expected_jar_finding()]
     );
 }

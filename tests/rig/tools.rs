@@ -54,3 +54,17 @@ fn require_executable(var: &OsStr, path: &Path) {
         var.to_string_lossy(),
     );
 }
+
+/// What `<trivy> --version` says, e.g. `0.76.0`; panics when it cannot be run.
+pub fn version_of(trivy: &Path) -> String {
+    let ran = crate::rig::run::run_bounded(
+        std::process::Command::new(trivy).arg("--version"),
+        std::time::Duration::from_secs(30),
+    );
+    ran.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Version: "))
+        .unwrap_or_else(|| panic!("no version from {}\n{}", trivy.display(), ran.describe()))
+        .trim()
+        .to_owned()
+}
