@@ -151,9 +151,7 @@ fn download(tag: &str, what: &str, repos: &[String], runs_before: usize) {
                 true,
             ),
             "refused" => (
-                format!(
-                    "Get \\\"https://{host}/v2/\\\": dial tcp {host}: connect: connection refused"
-                ),
+                format!("Get \"https://{host}/v2/\": dial tcp {host}: connect: connection refused"),
                 false,
             ),
             "404" => (
@@ -165,7 +163,7 @@ fn download(tag: &str, what: &str, repos: &[String], runs_before: usize) {
                 false,
             ),
             "dns" => (
-                format!("Get \\\"https://{host}/v2/\\\": dial tcp: lookup {host}: no such host"),
+                format!("Get \"https://{host}/v2/\": dial tcp: lookup {host}: no such host"),
                 false,
             ),
             "corrupt" => ("failed to copy: unexpected EOF".to_string(), false),
@@ -180,7 +178,8 @@ fn download(tag: &str, what: &str, repos: &[String], runs_before: usize) {
             log(
                 "FATAL",
                 &format!(
-                    "Fatal error\trun error: {db}: OCI artifact error: failed to download artifact from {repo}: OCI repository error: 1 error occurred:\\n\\t* {err}\\n\\n"
+                    // As trivy 0.76: the wrapped error continues on the next line.
+                    "Fatal error\trun error: {db}: OCI artifact error: failed to download artifact from {repo}: OCI repository error: 1 error occurred:\n\t* {err}"
                 ),
             );
             std::process::exit(1);

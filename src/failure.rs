@@ -91,6 +91,8 @@ impl Cause {
             return Cause::Timeout;
         }
         if has("digest mismatch")
+            || has("verifying sha256")
+            || has("checksum")
             || has("gzip: invalid")
             || has("invalid gzip")
             || has("flate: corrupt")
@@ -179,7 +181,10 @@ impl DbFailure {
 
 /// Reads a failed run's log lines. `None` when the run did not die obtaining a DB.
 pub fn diagnose(lines: &[String]) -> Option<DbFailure> {
-    let fatal = lines.iter().rev().find(|l| l.contains("FATAL"))?;
+    // trivy's FATAL message goes on over the following lines (one per wrapped error).
+    let fatal_at = lines.iter().rposition(|l| l.contains("FATAL"))?;
+    let fatal = lines[fatal_at..].join("\n");
+    let fatal = fatal.as_str();
     let kind = kind_of_fatal(fatal)?;
     let mut mirrors: Vec<MirrorFailure> = Vec::new();
     for line in lines {
@@ -337,6 +342,43 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    /// trivy 0.76's real stderr (from the rig): the cause is on a continuation line.
+    #[test]
+    fn multi_line_fatal_messages_from_real_trivy() {
+        let refused = "2026-12-04T16:20:20Z\tFATAL\tFatal error\trun error: init error: DB error: failed to download vulnerability DB: OCI artifact error: failed to download vulnerability DB: failed to download artifact from 127.0.0.1:36505/trivy-db:2: OCI repository error: 1 error occurred:\n\t* Get \"https://127.0.0.1:36505/v2/\": dial tcp 127.0.0.1:36505: connect: connection refused; Get \"http://127.0.0.1:36505/v2/\": dial tcp 127.0.0.1:36505: connect: connection refused";
+        let not_found = "2026-12-04T16:20:20Z\tFATAL\tFatal error\trun error: init error: DB error: failed to download vulnerability DB: OCI artifact error: failed to download vulnerability DB: failed to download artifact from 127.0.0.1:32799/trivy-db:2: OCI repository error: 1 error occurred:\n\t* GET http://127.0.0.1:32799/v2/trivy-db/manifests/2: MANIFEST_UNKNOWN: manifest unknown";
+        let unauthorized = "2026-12-04T16:20:20Z\tWARN\tSee https://trivy.dev/docs/v0.76/guide/references/troubleshooting#db\n2026-12-04T16:20:20Z\tFATAL\tFatal error\trun error: init error: DB error: failed to download vulnerability DB: OCI artifact error: failed to download vulnerability DB: failed to download artifact from 127.0.0.1:44773/trivy-db:2: OCI repository error: 1 error occurred:\n\t* GET http://127.0.0.1:44773/v2/trivy-db/manifests/2: UNAUTHORIZED: authentication required";
+        let cut = "2026-12-04T16:20:20Z\tFATAL\tFatal error\trun error: init error: DB error: failed to download vulnerability DB: OCI artifact error: failed to download vulnerability DB: failed to download artifact from 127.0.0.1:34425/trivy-db:2: oci download error: failed to fetch the layer: Get \"http://127.0.0.1:34425/v2/trivy-db/blobs/sha256:80fe\": EOF";
+        let corrupt = "2026-12-04T16:20:20Z\tFATAL\tFatal error\trun error: init error: DB error: failed to download vulnerability DB: OCI artifact error: failed to download vulnerability DB: failed to download artifact from 127.0.0.1:34425/trivy-db:2: oci download error: copy error: error verifying sha256 checksum after reading 1272 bytes; got \"sha256:aa\", want \"sha256:bb\"";
+        let cases = [
+            (
+                refused,
+                "127.0.0.1:36505/trivy-db:2",
+                Cause::ConnectionRefused,
+            ),
+            (not_found, "127.0.0.1:32799/trivy-db:2", Cause::NotFound),
+            (
+                unauthorized,
+                "127.0.0.1:44773/trivy-db:2",
+                Cause::Unauthorized,
+            ),
+            (cut, "127.0.0.1:34425/trivy-db:2", Cause::ConnectionReset),
+            (corrupt, "127.0.0.1:34425/trivy-db:2", Cause::Corrupt),
+        ];
+        for (text, repo, cause) in cases {
+            let failure = diagnose(&lines(text)).unwrap();
+            assert_eq!(failure.kind, DbKind::Vulnerability);
+            assert_eq!(
+                failure.mirrors,
+                vec![MirrorFailure {
+                    repository: Some(repo.into()),
+                    cause
+                }],
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -174,7 +174,7 @@ fn terminal_delivers_sigint() -> bool {
 
 /// Copies trivy's stderr to ours as it arrives, and keeps the lines that can explain a failure.
 async fn pump_stderr(mut stderr: tokio::process::ChildStderr) -> Vec<String> {
-    let mut kept = Vec::new();
+    let mut kept = Kept::default();
     let mut partial: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -189,39 +189,50 @@ async fn pump_stderr(mut stderr: tokio::process::ChildStderr) -> Vec<String> {
         }
         for &byte in &buf[..n] {
             if byte == b'\n' {
-                keep_line(&mut kept, &partial);
+                kept.line(&partial);
                 partial.clear();
             } else if partial.len() < MAX_LINE_BYTES {
                 partial.push(byte);
             }
         }
     }
-    keep_line(&mut kept, &partial);
-    kept
+    kept.line(&partial);
+    kept.lines
 }
 
-fn keep_line(kept: &mut Vec<String>, line: &[u8]) {
-    if line.is_empty() {
-        return;
-    }
-    let text = String::from_utf8_lossy(line);
-    let worth_keeping = [
-        "FATAL",
-        "ERROR",
-        "WARN",
-        "Failed",
-        "failed",
-        "successfully downloaded",
-        "[vulndb]",
-        "[javadb]",
-    ]
-    .iter()
-    .any(|needle| text.contains(needle));
-    if worth_keeping {
-        if kept.len() == MAX_KEPT_LINES {
-            kept.remove(0);
+/// The log lines that can explain a failure: trivy's errors and DB lines, and everything from
+/// the FATAL line on (its message continues over several lines).
+#[derive(Default)]
+struct Kept {
+    lines: Vec<String>,
+    after_fatal: bool,
+}
+
+impl Kept {
+    fn line(&mut self, line: &[u8]) {
+        if line.is_empty() {
+            return;
         }
-        kept.push(text.into_owned());
+        let text = String::from_utf8_lossy(line);
+        self.after_fatal |= text.contains("FATAL");
+        let worth_keeping = self.after_fatal
+            || [
+                "ERROR",
+                "WARN",
+                "Failed",
+                "failed",
+                "successfully downloaded",
+                "[vulndb]",
+                "[javadb]",
+            ]
+            .iter()
+            .any(|needle| text.contains(needle));
+        if worth_keeping {
+            if self.lines.len() == MAX_KEPT_LINES {
+                self.lines.remove(0);
+            }
+            self.lines.push(text.into_owned());
+        }
     }
 }
 
