@@ -747,3 +747,23 @@ fn bare_trivy_survives_a_token_service_that_rejects_only_its_credentials() {
             .all(|r| r.auth_scheme.as_deref() == Some("Bearer") && r.status == Some(200))
     );
 }
+
+#[test]
+fn bare_trivy_hangs_on_a_stalled_mirror_whatever_its_timeout() {
+    let registry = registry_with_db_and_image();
+    let mirror = FaultProxy::start(registry.addr());
+    mirror.add_rule("/trivy-db/manifests/", When::Always, Fault::Stall);
+    let db_repo = format!("{}/trivy-db:2", mirror.host_port());
+    let image = format!("{}/app:latest", registry.host_port());
+
+    // `--timeout` does not cover the DB download: only an outside deadline ends the run.
+    let ran = TrivyScan::image(&rig::tools::trivy(), &[&db_repo])
+        .args(["--timeout", "1s"])
+        .remote(&image)
+        .run_with_deadline(Duration::from_secs(5));
+
+    assert!(ran.killed_at_deadline, "{}", ran.describe());
+    let stalled = mirror.requests_to("/trivy-db/manifests/");
+    assert_eq!(stalled.len(), 1, "{stalled:#?}");
+    assert_eq!(stalled[0].status, None);
+}
