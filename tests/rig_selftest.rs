@@ -665,3 +665,105 @@ fn a_java_db_installed_in_the_cache_is_used_without_a_download() {
         [trivy_db::expected_jar_finding()]
     );
 }
+
+#[test]
+fn bare_trivy_aborts_when_the_token_service_rejects_its_credentials() {
+    let registry = registry_with_db_and_image();
+    let ghcr = FaultProxy::start(registry.addr());
+    ghcr.require_token_auth("ghcr.io");
+    ghcr.add_rule(
+        "/token",
+        When::Always,
+        Fault::Status {
+            status: 401,
+            body: rig::proxy::UNAUTHORIZED_BODY.into(),
+        },
+    );
+    let db_repo = format!("{}/trivy-db:2", ghcr.host_port());
+    let image = format!("{}/app:latest", registry.host_port());
+
+    // --username/--password are meant for the image's registry, but trivy sends them to the DB
+    // repository's token service too.
+    let ran = TrivyScan::image(&rig::tools::trivy(), &[&db_repo])
+        .args(["--username", "someone", "--password", "secret"])
+        .remote(&image)
+        .run();
+    if let Some(dir) = std::env::var_os("RIG_STDERR_DUMP_DIR") {
+        std::fs::write(
+            std::path::Path::new(&dir).join("401-token.log"),
+            &ran.stderr,
+        )
+        .unwrap();
+    }
+
+    assert_eq!(ran.code(), Some(1), "{}", ran.describe());
+    let fatal = fatal_line(&ran);
+    assert!(fatal.contains("failed to download"), "{fatal}");
+    // trivy 0.76 asks with the credentials first, then once more anonymously.
+    let schemes: Vec<Option<String>> = ghcr
+        .requests_to("/token")
+        .into_iter()
+        .map(|r| r.auth_scheme)
+        .collect();
+    assert_eq!(schemes, [Some("Basic".to_owned()), None]);
+}
+
+#[test]
+fn bare_trivy_survives_a_token_service_that_rejects_only_its_credentials() {
+    let registry = registry_with_db_and_image();
+    let ghcr = FaultProxy::start(registry.addr());
+    ghcr.require_token_auth("ghcr.io");
+    ghcr.reject_basic_credentials_at_token();
+    let db_repo = format!("{}/trivy-db:2", ghcr.host_port());
+    let image = format!("{}/app:latest", registry.host_port());
+
+    let ran = TrivyScan::image(&rig::tools::trivy(), &[&db_repo])
+        .args(["--username", "someone", "--password", "secret"])
+        .remote(&image)
+        .run();
+    if let Some(dir) = std::env::var_os("RIG_STDERR_DUMP_DIR") {
+        std::fs::write(
+            std::path::Path::new(&dir).join("401-basic.log"),
+            &ran.stderr,
+        )
+        .unwrap();
+    }
+
+    // trivy 0.76 falls back to an anonymous token when its credentials are refused.
+    assert_eq!(ran.code(), Some(0), "{}", ran.describe());
+    assert_eq!(
+        Report::parse(&ran.stdout).findings(),
+        trivy_db::expected_alpine_findings()
+    );
+    let schemes: Vec<Option<String>> = ghcr
+        .requests_to("/token")
+        .into_iter()
+        .map(|r| r.auth_scheme)
+        .collect();
+    assert_eq!(schemes, [Some("Basic".to_owned()), None]);
+    assert!(
+        ghcr.requests_to("/blobs/")
+            .iter()
+            .all(|r| r.auth_scheme.as_deref() == Some("Bearer") && r.status == Some(200))
+    );
+}
+
+#[test]
+fn bare_trivy_hangs_on_a_stalled_mirror_whatever_its_timeout() {
+    let registry = registry_with_db_and_image();
+    let mirror = FaultProxy::start(registry.addr());
+    mirror.add_rule("/trivy-db/manifests/", When::Always, Fault::Stall);
+    let db_repo = format!("{}/trivy-db:2", mirror.host_port());
+    let image = format!("{}/app:latest", registry.host_port());
+
+    // `--timeout` does not cover the DB download: only an outside deadline ends the run.
+    let ran = TrivyScan::image(&rig::tools::trivy(), &[&db_repo])
+        .args(["--timeout", "1s"])
+        .remote(&image)
+        .run_with_deadline(Duration::from_secs(5));
+
+    assert!(ran.killed_at_deadline, "{}", ran.describe());
+    let stalled = mirror.requests_to("/trivy-db/manifests/");
+    assert_eq!(stalled.len(), 1, "{stalled:#?}");
+    assert_eq!(stalled[0].status, None);
+}

@@ -115,6 +115,9 @@ struct Config {
     rules: Vec<Rule>,
     /// `Some(service)`: demand docker token auth with this service name.
     token_service: Option<String>,
+    /// `/token` answers 401 to requests carrying Basic credentials (like a mirror that does
+    /// not know the user's registry credentials).
+    token_rejects_basic: bool,
     tokens_issued: usize,
 }
 
@@ -197,6 +200,12 @@ impl FaultProxy {
         self.shared.config.lock().unwrap().token_service = Some(service.into());
     }
 
+    /// Makes `/token` answer 401 `UNAUTHORIZED` to requests with Basic credentials (anonymous
+    /// requests still get tokens), like ghcr.io given someone else's username and password.
+    pub fn reject_basic_credentials_at_token(&self) {
+        self.shared.config.lock().unwrap().token_rejects_basic = true;
+    }
+
     /// How many tokens `/token` handed out.
     pub fn tokens_issued(&self) -> usize {
         self.shared.config.lock().unwrap().tokens_issued
@@ -260,7 +269,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_whitespace().next())
         .map(str::to_owned);
-    let (fault, token_service) = {
+    let (fault, token_service, token_rejects_basic) = {
         let mut config = shared.config.lock().unwrap();
         let fault = config.rules.iter_mut().find_map(|rule| {
             if !path.contains(&rule.path_contains) {
@@ -274,7 +283,11 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             };
             fires.then(|| rule.fault.clone())
         });
-        (fault, config.token_service.clone())
+        (
+            fault,
+            config.token_service.clone(),
+            config.token_rejects_basic,
+        )
     };
     let index = {
         let mut log = shared.log.lock().unwrap();
@@ -289,7 +302,15 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         });
         log.len() - 1
     };
-    let response = respond(&shared, req, fault, token_service, auth_scheme.as_deref()).await;
+    let response = if token_service.is_some()
+        && token_rejects_basic
+        && path == "/token"
+        && auth_scheme.as_deref() == Some("Basic")
+    {
+        json_error(StatusCode::UNAUTHORIZED, UNAUTHORIZED_BODY)
+    } else {
+        respond(&shared, req, fault, token_service, auth_scheme.as_deref()).await
+    };
     shared.log.lock().unwrap()[index].status = Some(response.status().as_u16());
     response
 }

@@ -14,6 +14,8 @@ pub struct Ran {
     pub stdout: String,
     pub stderr: String,
     pub elapsed: Duration,
+    /// The child was still running at the deadline and was killed.
+    pub killed_at_deadline: bool,
 }
 
 impl Ran {
@@ -53,6 +55,18 @@ impl Ran {
 /// Runs `cmd` with stdin closed and stdout/stderr captured. If it has not exited after
 /// `timeout`, it is killed (SIGKILL), reaped, and the test panics with what it printed.
 pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Ran {
+    let ran = run_with_deadline(cmd, timeout);
+    assert!(
+        !ran.killed_at_deadline,
+        "{cmd:?} did not finish within {timeout:?}; killed it\n{}",
+        ran.describe()
+    );
+    ran
+}
+
+/// Like [`run_bounded`], but a child still running after `timeout` is killed (SIGKILL) and
+/// reported with `killed_at_deadline`, for tests that expect a hang.
+pub fn run_with_deadline(cmd: &mut Command, timeout: Duration) -> Ran {
     let started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -78,18 +92,13 @@ pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Ran {
         }
     };
     waiter.join().expect("waiter thread");
-    let ran = Ran {
+    Ran {
         status: status.expect("wait for child"),
         stdout: stdout.join().expect("stdout reader"),
         stderr: stderr.join().expect("stderr reader"),
         elapsed: started.elapsed(),
-    };
-    assert!(
-        !timed_out,
-        "{cmd:?} did not finish within {timeout:?}; killed it\n{}",
-        ran.describe()
-    );
-    ran
+        killed_at_deadline: timed_out,
+    }
 }
 
 fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {

@@ -2,7 +2,7 @@
 //! `trivy.yaml`/`.trivyignore` or user cache leaks in), no proxy or `TRIVY_*` variables from the
 //! environment, no telemetry or version check, JSON output, and a deadline.
 
-use crate::rig::run::{Ran, run_bounded};
+use crate::rig::run::{Ran, run_bounded, run_with_deadline};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -86,8 +86,15 @@ impl TrivyScan {
         self.workdir.path().join("cache")
     }
 
+    /// Runs trivy; panics if it is still running after the timeout (90 s by default).
     pub fn run(&mut self) -> Ran {
         run_bounded(&mut self.cmd, self.timeout)
+    }
+
+    /// Runs trivy, killing it if it is still running after `deadline` (see
+    /// [`Ran::killed_at_deadline`]), for tests that expect a hang.
+    pub fn run_with_deadline(&mut self, deadline: Duration) -> Ran {
+        run_with_deadline(&mut self.cmd, deadline)
     }
 }
 
