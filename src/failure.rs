@@ -31,6 +31,8 @@ pub enum Cause {
     BlobUnknown,
     /// The artifact arrived damaged (digest mismatch, bad gzip, truncated).
     Corrupt,
+    /// The mirror serves something that is not the DB artifact (media type, layers, size).
+    BadArtifact(String),
     /// Anything else: not a registry problem trivy-ecr knows how to route around.
     Other(String),
 }
@@ -39,6 +41,14 @@ impl Cause {
     /// Worth trying another mirror, or the same one later.
     pub fn is_retryable(&self) -> bool {
         !matches!(self, Cause::Other(_))
+    }
+
+    /// This mirror will not do better later in this run: skip it.
+    pub fn excludes_mirror(&self) -> bool {
+        matches!(
+            self,
+            Cause::NotFound | Cause::Unauthorized | Cause::BadArtifact(_)
+        )
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
@@ -127,6 +137,7 @@ impl fmt::Display for Cause {
             Cause::Unauthorized => f.write_str("access denied (401/403)"),
             Cause::BlobUnknown => f.write_str("blob missing on the mirror (BLOB_UNKNOWN)"),
             Cause::Corrupt => f.write_str("artifact damaged in transit"),
+            Cause::BadArtifact(reason) => write!(f, "not a trivy DB artifact ({reason})"),
             Cause::Other(text) => write!(f, "{text}"),
         }
     }

@@ -76,6 +76,20 @@ pub struct Invocation {
     pub compliance: bool,
     /// `--download-db-only` / `--download-java-db-only`: no report is produced.
     pub download_only: bool,
+    /// `--download-db-only` (the vulnerability DB alone).
+    pub download_db_only: bool,
+    /// trivy's cache directory if the user set one (flag, `TRIVY_CACHE_DIR`, `cache.dir`).
+    pub cache_dir: Option<PathBuf>,
+    /// `--skip-db-update` (any source): the user wants the cached DB as it is.
+    pub skip_db_update: bool,
+    /// `--no-progress` (any source).
+    pub no_progress: bool,
+    /// `--insecure` (any source).
+    pub insecure: bool,
+    /// The scanners the user enabled, if they said (`--scanners`, `--security-checks`, ...).
+    pub scanners: Option<Vec<String>>,
+    /// `--server URL`: client mode, the server holds the DB.
+    pub client_mode: bool,
     pub config: TrivyConfig,
 }
 
@@ -201,7 +215,42 @@ impl Invocation {
             || env_bool("TRIVY_DOWNLOAD_DB_ONLY").unwrap_or(false)
             || env_bool("TRIVY_DOWNLOAD_JAVA_DB_ONLY").unwrap_or(false);
 
+        let download_db_only = bool_flag("download-db-only")
+            .or_else(|| env_bool("TRIVY_DOWNLOAD_DB_ONLY"))
+            .unwrap_or(false);
+        let cache_dir =
+            text("cache-dir", "TRIVY_CACHE_DIR", &["cache", "dir"]).map(|d| cwd.join(d));
+        let bool_setting = |flag: &str, env_key: &str, config_key: &[&str]| {
+            bool_flag(flag)
+                .or_else(|| env_bool(env_key))
+                .or_else(|| config.bool(config_key))
+                .unwrap_or(false)
+        };
+        let skip_db_update = bool_setting(
+            "skip-db-update",
+            "TRIVY_SKIP_DB_UPDATE",
+            &["db", "skip-update"],
+        ) || bool_flag("skip-update").unwrap_or(false);
+        let no_progress = bool_setting("no-progress", "TRIVY_NO_PROGRESS", &["db", "no-progress"]);
+        let insecure = bool_setting("insecure", "TRIVY_INSECURE", &["insecure"]);
+        let scanners = flags()
+            .rev()
+            .find(|f| f.name == "scanners" || f.name == "security-checks")
+            .and_then(|f| f.value.as_ref().map(|v| v.to_string_lossy().into_owned()))
+            .or_else(|| env_str("TRIVY_SCANNERS").map(|v| v.to_string_lossy().into_owned()))
+            .map(|v| split_list(&v))
+            .or_else(|| config.list(&["scan", "scanners"]));
+        let client_mode = last_value("server").is_some_and(|v| !v.is_empty())
+            || env_str("TRIVY_SERVER").is_some();
+
         Invocation {
+            download_db_only,
+            cache_dir,
+            skip_db_update,
+            no_progress,
+            insecure,
+            scanners,
+            client_mode,
             vuln_choice: choice(DbKind::Vulnerability),
             java_choice: choice(DbKind::Java),
             checks_choice: choice(DbKind::Checks),
@@ -238,6 +287,32 @@ impl Invocation {
             && !self.download_only
             && !self.compliance
             && (!self.output.is_sbom() || self.scanners_chosen)
+    }
+
+    /// Whether this run needs the vulnerability DB in the local cache: a scan (or `k8s`) with
+    /// the vuln scanner on, not in client mode, and the user did not pin the cached DB.
+    pub fn needs_vulnerability_db(&self) -> bool {
+        let scans = matches!(&self.command, Command::Scan(_))
+            || matches!(&self.command, Command::UsesDb(s) if s == "k8s" || s == "kubernetes");
+        let vuln_scanner = match &self.scanners {
+            Some(list) => list.iter().any(|s| s == "vuln"),
+            None => !self.output.is_sbom(),
+        };
+        scans && vuln_scanner && !self.wants_help && !self.client_mode && !self.skip_db_update
+    }
+
+    /// The subcommand as typed, if any.
+    pub fn subcommand(&self) -> Option<&str> {
+        match self.args.get(self.subcommand_at?)? {
+            Arg::Positional(p) => p.to_str(),
+            _ => None,
+        }
+    }
+
+    /// The tokens after the subcommand (trivy-ecr's own flags removed).
+    pub fn args_after_subcommand(&self) -> Vec<OsString> {
+        let start = self.subcommand_at.map_or(0, |i| i + 1);
+        self.args[start..].iter().flat_map(Arg::tokens).collect()
     }
 
     /// All of trivy's flags the user gave, in order.
@@ -457,6 +532,26 @@ mod tests {
         assert!(!parse(&["image", "--help"]).is_gated());
         assert!(!parse(&["k8s", "cluster"]).is_gated());
         assert!(!parse(&["convert", "r.json"]).is_gated());
+    }
+
+    #[test]
+    fn which_runs_need_the_vulnerability_db() {
+        assert!(parse(&["image", "x"]).needs_vulnerability_db());
+        assert!(parse(&["k8s", "cluster"]).needs_vulnerability_db());
+        assert!(!parse(&["image", "--scanners", "secret", "x"]).needs_vulnerability_db());
+        assert!(!parse(&["image", "--skip-db-update", "x"]).needs_vulnerability_db());
+        assert!(parse(&["image", "--skip-db-update=false", "x"]).needs_vulnerability_db());
+        assert!(!parse(&["image", "--server", "http://s:4954", "x"]).needs_vulnerability_db());
+        assert!(!parse(&["image", "-f", "cyclonedx", "x"]).needs_vulnerability_db());
+        assert!(!parse(&["server"]).needs_vulnerability_db());
+        assert!(!parse(&["convert", "r.json"]).needs_vulnerability_db());
+        let inv = parse_with(
+            &["image", "x"],
+            &[("TRIVY_CACHE_DIR", "/c"), ("TRIVY_SKIP_DB_UPDATE", "false")],
+            None,
+        );
+        assert_eq!(inv.cache_dir.as_deref(), Some(Path::new("/c")));
+        assert!(inv.needs_vulnerability_db());
     }
 
     #[test]

@@ -2,9 +2,14 @@
 //! limits and other transient registry failures across a mirror chain, and gates the build on
 //! the findings. This file wires the stages together; each concern lives in its own module.
 //!
-//! argv ─► Invocation ─► Options ─► locate trivy ─► attempts (plan ─► supervisor ─► failure ─►
-//! retry) ─► Report ─► gate ─► render + summary ─► ExitStatus
+//! argv ─► Invocation ─► Options ─► locate trivy ─► prefetch (native DB download) ─► attempts
+//! (plan ─► supervisor ─► failure ─► retry) ─► Report ─► gate ─► render + summary ─► ExitStatus
 
+pub mod db_archive;
+pub mod db_cache;
+pub mod db_command;
+pub mod db_fetch;
+pub mod docker_config;
 pub mod exit_status;
 pub mod failure;
 pub mod gate;
@@ -15,7 +20,10 @@ pub mod logging;
 pub mod mirrors;
 pub mod options;
 pub mod plan;
+pub mod prefetch;
+pub mod progress;
 pub mod redact;
+pub mod registry_client;
 pub mod render;
 pub mod report;
 pub mod retry;
@@ -27,7 +35,6 @@ pub mod trivy_config;
 pub mod trivy_version;
 
 use std::ffi::OsString;
-use std::path::Path;
 use std::time::Instant;
 
 use exit_status::ExitStatus;
@@ -77,6 +84,23 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
     };
     logging::init(options.log.as_deref());
 
+    if invocation.subcommand() == Some("db") {
+        let mut signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(err) => {
+                say!("error: cannot install signal handlers: {err}");
+                return ExitStatus::TrivyFailed;
+            }
+        };
+        return db_command::run(
+            &invocation.args_after_subcommand(),
+            &options,
+            &mut signals,
+            &env,
+        )
+        .await;
+    }
+
     let own_exe = std::env::current_exe().ok();
     let trivy = locate::check_nesting(locate::nesting(env(locate::NESTING_VAR))).and_then(|()| {
         locate::find_trivy(options.trivy.as_deref(), env("PATH"), own_exe.as_deref())
@@ -106,7 +130,12 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
     let uses_db = matches!(invocation.command, Command::Scan(_) | Command::UsesDb(_))
         && !invocation.wants_help;
     if !uses_db {
-        let argv = plan::trivy_argv(&invocation, &[], Capabilities::of(None), None);
+        let argv = plan::trivy_argv(
+            &invocation,
+            &[],
+            Capabilities::of(None),
+            &plan::Extras::default(),
+        );
         return match supervisor.run(&argv).await {
             Ok(outcome) => end_of_passthrough(outcome.end),
             Err(err) => {
@@ -121,6 +150,30 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
     let policy = RetryPolicy::new(options.max_attempts, options.max_wait);
     let mut chains = mirror_chains(&invocation, &options, &policy);
 
+    let kinds = prefetch::kinds_to_fetch(&invocation, &options);
+    let prefetched = match prefetch::run(
+        &invocation,
+        &kinds,
+        &mut chains,
+        policy,
+        &mut supervisor.signals,
+        &env,
+    )
+    .await
+    {
+        Ok(prefetched) => prefetched,
+        Err(status) => return status,
+    };
+    if invocation.download_db_only && prefetched.skip_db_update {
+        // The DB is in the cache; trivy would only download it again.
+        return ExitStatus::Success;
+    }
+    let extras = plan::Extras {
+        skip_db_update: prefetched.skip_db_update,
+        skip_java_db_update: prefetched.skip_java_db_update,
+        json_report: None,
+    };
+
     if !invocation.is_gated() {
         return match attempt_until_db(
             &mut supervisor,
@@ -128,7 +181,7 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
             &mut chains,
             capabilities,
             policy,
-            None,
+            &extras,
         )
         .await
         {
@@ -136,15 +189,17 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
             Err(status) => status,
         };
     }
-    gated_scan(
-        &mut supervisor,
-        &invocation,
-        &options,
-        &mut chains,
+    let scan = GatedScan {
+        invocation: &invocation,
+        options: &options,
         capabilities,
         policy,
-    )
-    .await
+        extras,
+        prefetched_from: prefetched.db_source.clone(),
+    };
+    let status = scan.run(&mut supervisor, &mut chains).await;
+    drop(prefetched);
+    status
 }
 
 /// The chains for the vulnerability DB and the Java DB: trivy-ecr's own unless the user chose.
@@ -192,12 +247,12 @@ async fn attempt_until_db(
     chains: &mut Vec<MirrorChain>,
     capabilities: Capabilities,
     policy: RetryPolicy,
-    json_report: Option<&Path>,
+    extras: &plan::Extras,
 ) -> Result<RunOutcome, ExitStatus> {
     let mut budget = RetryBudget::new(policy);
     loop {
         budget.attempts += 1;
-        let argv = plan::trivy_argv(invocation, chains, capabilities, json_report);
+        let argv = plan::trivy_argv(invocation, chains, capabilities, extras);
         let outcome = match supervisor.run(&argv).await {
             Ok(outcome) => outcome,
             Err(err) => {
@@ -226,6 +281,10 @@ async fn attempt_until_db(
             .max()
             .unwrap_or_default();
         let kind = failure.kind;
+        if chains.iter().any(|c| c.kind == kind && c.exhausted()) {
+            give_up(kind, chains, &budget, "every mirror was ruled out");
+            return Err(ExitStatus::DbUnavailable);
+        }
         match budget.decide(wait) {
             Decision::Retry { wait } => {
                 announce_retry(
@@ -306,100 +365,102 @@ fn announce_retry(
 }
 
 fn give_up(kind: DbKind, chains: &[MirrorChain], budget: &RetryBudget, reason: &str) {
-    let mirrors: Vec<String> = chains
-        .iter()
-        .filter(|c| c.kind == kind)
-        .flat_map(|c| c.mirrors())
-        .map(|m| match &m.last_error {
-            Some(cause) => format!("{}: {cause}", m.repository),
-            None => format!("{}: not tried", m.repository),
-        })
-        .collect();
-    say!(
-        "error: could not obtain the {kind} from any mirror after {} attempt{} and {:.1}s of waiting ({reason}): {}. Retry later, raise TRIVY_ECR_MAX_ATTEMPTS/TRIVY_ECR_MAX_WAIT, or add a mirror you control to TRIVY_ECR_{}REPOSITORIES",
-        budget.attempts,
-        if budget.attempts == 1 { "" } else { "s" },
-        budget.waited.as_secs_f64(),
-        mirrors.join("; "),
-        if kind == DbKind::Java {
-            "JAVA_DB_"
-        } else {
-            "DB_"
-        }
-    );
+    if let Some(chain) = chains.iter().find(|c| c.kind == kind) {
+        say!(
+            "error: {}",
+            retry::unavailable_message(kind, chain, budget, reason)
+        );
+    }
 }
 
 /// A scan whose verdict trivy-ecr decides: JSON to a private file, gate, render, summary.
-async fn gated_scan(
-    supervisor: &mut Supervisor,
-    invocation: &Invocation,
-    options: &Options,
-    chains: &mut Vec<MirrorChain>,
+struct GatedScan<'a> {
+    invocation: &'a Invocation,
+    options: &'a Options,
     capabilities: Capabilities,
     policy: RetryPolicy,
-) -> ExitStatus {
-    let workdir = match tempfile::Builder::new().prefix("trivy-ecr-").tempdir() {
-        Ok(dir) => dir,
-        Err(err) => {
-            say!("error: cannot create a private temporary directory: {err}; check TMPDIR");
-            return ExitStatus::TrivyFailed;
-        }
-    };
-    let report_path = workdir.path().join("report.json");
-    let outcome = match attempt_until_db(
-        supervisor,
-        invocation,
-        chains,
-        capabilities,
-        policy,
-        Some(&report_path),
-    )
-    .await
-    {
-        Ok(outcome) => outcome,
-        Err(status) => return status,
-    };
-    match outcome.end {
-        RunEnd::Exited(0) => {}
-        RunEnd::Exited(code) => {
-            say!("error: trivy failed (exit {code}); its messages are above");
-            return ExitStatus::TrivyFailed;
-        }
-        end => return end_of_passthrough(end),
-    }
-    let report = match report::Report::from_path(&report_path) {
-        Ok(report) => report,
-        Err(err) => {
-            say!("error: {err}");
-            return ExitStatus::TrivyFailed;
-        }
-    };
-    let outcome_verdict = gate::evaluate(&report, options.fail_on, invocation.exit_flags);
-    if let Err(err) = render::render(supervisor, invocation, &report_path).await {
-        return match err {
-            render::RenderError::Interrupted(signal) => ExitStatus::Signal(signal),
-            other => {
-                say!("error: {other}");
-                ExitStatus::TrivyFailed
+    extras: plan::Extras,
+    /// The mirror the native download used, if it downloaded.
+    prefetched_from: Option<String>,
+}
+
+impl GatedScan<'_> {
+    async fn run(self, supervisor: &mut Supervisor, chains: &mut Vec<MirrorChain>) -> ExitStatus {
+        let GatedScan {
+            invocation,
+            options,
+            capabilities,
+            policy,
+            extras,
+            prefetched_from,
+        } = self;
+        let workdir = match tempfile::Builder::new().prefix("trivy-ecr-").tempdir() {
+            Ok(dir) => dir,
+            Err(err) => {
+                say!("error: cannot create a private temporary directory: {err}; check TMPDIR");
+                return ExitStatus::TrivyFailed;
             }
         };
-    }
-    let db_source = db_source(&outcome.log);
-    eprint!(
-        "{}",
-        summary::render(&summary::SummaryInput {
-            report: &report,
-            outcome: &outcome_verdict,
-            fail_on: options.fail_on,
-            db_source: db_source.as_deref(),
-            quiet: invocation.quiet,
-        })
-    );
-    match outcome_verdict {
-        gate::GateOutcome::Passed => ExitStatus::Success,
-        gate::GateOutcome::Failed { .. } => ExitStatus::GateFailed,
-        gate::GateOutcome::TrivyExitCode { code } | gate::GateOutcome::EndOfLife { code } => {
-            ExitStatus::TrivyExitFlag(code)
+        let report_path = workdir.path().join("report.json");
+        let extras = plan::Extras {
+            json_report: Some(report_path.clone()),
+            ..extras
+        };
+        let outcome = match attempt_until_db(
+            supervisor,
+            invocation,
+            chains,
+            capabilities,
+            policy,
+            &extras,
+        )
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(status) => return status,
+        };
+        match outcome.end {
+            RunEnd::Exited(0) => {}
+            RunEnd::Exited(code) => {
+                say!("error: trivy failed (exit {code}); its messages are above");
+                return ExitStatus::TrivyFailed;
+            }
+            end => return end_of_passthrough(end),
+        }
+        let report = match report::Report::from_path(&report_path) {
+            Ok(report) => report,
+            Err(err) => {
+                say!("error: {err}");
+                return ExitStatus::TrivyFailed;
+            }
+        };
+        let outcome_verdict = gate::evaluate(&report, options.fail_on, invocation.exit_flags);
+        if let Err(err) = render::render(supervisor, invocation, &report_path).await {
+            return match err {
+                render::RenderError::Interrupted(signal) => ExitStatus::Signal(signal),
+                other => {
+                    say!("error: {other}");
+                    ExitStatus::TrivyFailed
+                }
+            };
+        }
+        let db_source = prefetched_from.or_else(|| db_source(&outcome.log));
+        eprint!(
+            "{}",
+            summary::render(&summary::SummaryInput {
+                report: &report,
+                outcome: &outcome_verdict,
+                fail_on: options.fail_on,
+                db_source: db_source.as_deref(),
+                quiet: invocation.quiet,
+            })
+        );
+        match outcome_verdict {
+            gate::GateOutcome::Passed => ExitStatus::Success,
+            gate::GateOutcome::Failed { .. } => ExitStatus::GateFailed,
+            gate::GateOutcome::TrivyExitCode { code } | gate::GateOutcome::EndOfLife { code } => {
+                ExitStatus::TrivyExitFlag(code)
+            }
         }
     }
 }

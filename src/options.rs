@@ -57,6 +57,13 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "total time spent waiting between attempts (e.g. 90s, 5m)",
     },
     Setting {
+        flag: "--ecr-prefetch",
+        env: "TRIVY_ECR_PREFETCH",
+        value: "on|all|off",
+        default: "on",
+        meaning: "download the vulnerability DB (all: and the Java DB) natively before the scan, then run trivy with --skip-db-update; off lets trivy download",
+    },
+    Setting {
         flag: "--ecr-trivy",
         env: "TRIVY_ECR_TRIVY",
         value: "PATH",
@@ -76,6 +83,7 @@ pub const SETTINGS: &[Setting] = &[
 #[derive(Debug, Clone)]
 pub struct Options {
     pub fail_on: FailOn,
+    pub prefetch: Prefetch,
     pub db_repositories: Option<Vec<String>>,
     pub java_db_repositories: Option<Vec<String>>,
     pub max_attempts: u32,
@@ -88,6 +96,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             fail_on: FailOn::default(),
+            prefetch: Prefetch::VulnerabilityDb,
             db_repositories: None,
             java_db_repositories: None,
             max_attempts: 5,
@@ -96,6 +105,16 @@ impl Default for Options {
             log: None,
         }
     }
+}
+
+/// Which DBs trivy-ecr downloads itself before a scan (`TRIVY_ECR_PREFETCH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefetch {
+    /// trivy downloads its DBs (the core behaviour: mirrors injected, runs retried).
+    Off,
+    VulnerabilityDb,
+    /// The vulnerability DB and the Java DB.
+    All,
 }
 
 /// A setting with a bad value or an unknown `--ecr-` flag.
@@ -162,6 +181,16 @@ impl Options {
         if let Some((from, v)) = lookup("--ecr-max-wait")? {
             options.max_wait =
                 parse_duration(&v).map_err(|e| UsageError(format!("{from}={v}: {e}")))?;
+        }
+        if let Some((from, v)) = lookup("--ecr-prefetch")? {
+            options.prefetch = match v.trim().to_ascii_lowercase().as_str() {
+                "on" | "true" | "1" | "db" => Prefetch::VulnerabilityDb,
+                "all" => Prefetch::All,
+                "off" | "false" | "0" => Prefetch::Off,
+                _ => {
+                    return Err(UsageError(format!("{from}={v}: expected on, all or off")));
+                }
+            };
         }
         if let Some((_, v)) = lookup("--ecr-trivy")? {
             options.trivy = Some(PathBuf::from(v));
@@ -263,6 +292,10 @@ mod tests {
                 "not a repository",
             ),
             (flag("ecr-fial-on", "x"), "unknown option --ecr-fial-on"),
+            (
+                flag("ecr-prefetch", "maybe"),
+                "--ecr-prefetch=maybe: expected on, all or off",
+            ),
         ];
         for (f, expected) in cases {
             let err = Options::resolve(&[f], &no_env).unwrap_err();

@@ -23,13 +23,25 @@ const REPORT_FLAGS_TAKEN_OVER: &[&str] = &[
 /// Formats rendered from a package list, which trivy only puts in the JSON with `--list-all-pkgs`.
 const FORMATS_NEEDING_PACKAGES: &[&str] = &["cyclonedx", "spdx", "spdx-json", "github"];
 
-/// trivy's argv for one attempt. `json_report` is set for gated scans.
+/// What trivy-ecr adds to trivy's command line besides the mirror chains.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// The vulnerability DB was fetched natively: `--skip-db-update`.
+    pub skip_db_update: bool,
+    /// The Java DB was fetched natively: `--skip-java-db-update`.
+    pub skip_java_db_update: bool,
+    /// Gated scans: trivy writes its JSON report here.
+    pub json_report: Option<std::path::PathBuf>,
+}
+
+/// trivy's argv for one attempt.
 pub fn trivy_argv(
     invocation: &Invocation,
     chains: &[MirrorChain],
     capabilities: Capabilities,
-    json_report: Option<&Path>,
+    extras: &Extras,
 ) -> Vec<OsString> {
+    let json_report = extras.json_report.as_deref();
     let mut argv = Vec::new();
     for (index, arg) in invocation.args.iter().enumerate() {
         let tokens = match arg {
@@ -132,7 +144,11 @@ mod tests {
 
     fn argv(args: &[&str], caps: Capabilities, report: Option<&str>) -> Vec<String> {
         let inv = invocation(args);
-        trivy_argv(&inv, &chains(&inv), caps, report.map(Path::new))
+        let extras = Extras {
+            json_report: report.map(std::path::PathBuf::from),
+            ..Extras::default()
+        };
+        trivy_argv(&inv, &chains(&inv), caps, &extras)
             .into_iter()
             .map(|s| s.into_string().unwrap())
             .collect()

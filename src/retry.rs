@@ -51,6 +51,8 @@ impl RetryPolicy {
 pub struct Mirror {
     pub repository: String,
     pub last_error: Option<Cause>,
+    /// Failed in a way that will not change during this run (404, 401/403, wrong artifact).
+    pub excluded: bool,
     ready_at: Option<Instant>,
     backoff: ExponentialBackoff,
 }
@@ -75,6 +77,7 @@ impl MirrorChain {
                 .map(|repository| Mirror {
                     repository,
                     last_error: None,
+                    excluded: false,
                     ready_at: None,
                     backoff: policy.backoff(),
                 })
@@ -82,8 +85,32 @@ impl MirrorChain {
         }
     }
 
+    /// The mirrors still worth trying, in order.
     pub fn repositories(&self) -> impl Iterator<Item = &str> {
-        self.mirrors.iter().map(|m| m.repository.as_str())
+        self.usable().map(|m| m.repository.as_str())
+    }
+
+    fn usable(&self) -> impl Iterator<Item = &Mirror> {
+        self.mirrors.iter().filter(|m| !m.excluded)
+    }
+
+    /// Every mirror failed in a way that rules it out for this run.
+    pub fn exhausted(&self) -> bool {
+        self.usable().next().is_none()
+    }
+
+    /// The usable mirror that can be tried soonest (the earlier in the chain on a tie), and
+    /// how long until it can.
+    pub fn next_ready(&self, now: Instant) -> Option<(&str, Duration)> {
+        self.usable()
+            .map(|m| {
+                let wait = m
+                    .ready_at
+                    .map(|at| at.saturating_duration_since(now))
+                    .unwrap_or_default();
+                (m.repository.as_str(), wait)
+            })
+            .min_by_key(|(_, wait)| *wait)
     }
 
     pub fn mirrors(&self) -> &[Mirror] {
@@ -91,7 +118,7 @@ impl MirrorChain {
     }
 
     pub fn head(&self) -> Option<&str> {
-        self.mirrors.first().map(|m| m.repository.as_str())
+        self.repositories().next()
     }
 
     /// Records a failed attempt: each failing mirror backs off and, in a chain trivy-ecr owns,
@@ -119,6 +146,7 @@ impl MirrorChain {
                 .unwrap_or_default();
             mirror.ready_at = Some(now + backoff.max(asked));
             mirror.last_error = Some(mirror_failure.cause.clone());
+            mirror.excluded |= mirror_failure.cause.excludes_mirror();
             // The user's own chain is passed to trivy as written, so its order stays.
             let to = if self.owned {
                 self.mirrors.len()
@@ -129,10 +157,10 @@ impl MirrorChain {
         }
     }
 
-    /// How long until the first mirror may be used.
+    /// How long until the first usable mirror may be used.
     pub fn ready_in(&self, now: Instant) -> Duration {
-        self.mirrors
-            .first()
+        self.usable()
+            .next()
             .and_then(|m| m.ready_at)
             .map(|at| at.saturating_duration_since(now))
             .unwrap_or_default()
@@ -180,6 +208,35 @@ impl RetryBudget {
         }
         Decision::Retry { wait }
     }
+}
+
+/// The one-line error when a DB could not be had: every mirror and its last error.
+pub fn unavailable_message(
+    kind: DbKind,
+    chain: &MirrorChain,
+    budget: &RetryBudget,
+    reason: &str,
+) -> String {
+    let mirrors: Vec<String> = chain
+        .mirrors()
+        .iter()
+        .map(|m| match &m.last_error {
+            Some(cause) => format!("{}: {cause}", m.repository),
+            None => format!("{}: not tried", m.repository),
+        })
+        .collect();
+    format!(
+        "could not obtain the {kind} from any mirror after {} attempt{} and {:.1}s of waiting ({reason}): {}. Retry later, raise TRIVY_ECR_MAX_ATTEMPTS/TRIVY_ECR_MAX_WAIT, or add a mirror you control to TRIVY_ECR_{}REPOSITORIES",
+        budget.attempts,
+        if budget.attempts == 1 { "" } else { "s" },
+        budget.waited.as_secs_f64(),
+        mirrors.join("; "),
+        if kind == DbKind::Java {
+            "JAVA_DB_"
+        } else {
+            "DB_"
+        }
+    )
 }
 
 #[cfg(test)]
@@ -275,6 +332,37 @@ mod tests {
         c.record(&failed(None, Cause::Timeout), &policy(), Instant::now());
         assert_eq!(c.head(), Some("b/db:2"));
         assert_eq!(c.mirrors()[1].last_error, Some(Cause::Timeout));
+    }
+
+    #[test]
+    fn not_found_and_denied_rule_a_mirror_out_for_the_run() {
+        let mut c = chain(&["a/db:2", "b/db:2"]);
+        let now = Instant::now();
+        c.record(&failed(Some("a/db:2"), Cause::NotFound), &policy(), now);
+        assert_eq!(c.repositories().collect::<Vec<_>>(), ["b/db:2"]);
+        assert!(!c.exhausted());
+        c.record(&failed(Some("b/db:2"), Cause::Unauthorized), &policy(), now);
+        assert!(c.exhausted());
+        assert_eq!(c.next_ready(now), None);
+        assert_eq!(c.mirrors()[0].last_error, Some(Cause::NotFound));
+    }
+
+    #[test]
+    fn next_ready_prefers_the_soonest_mirror() {
+        let mut c = chain(&["a/db:2", "b/db:2"]);
+        let now = Instant::now();
+        let slow = Cause::RateLimited {
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        c.record(&failed(Some("a/db:2"), slow), &policy(), now);
+        c.record(
+            &failed(Some("b/db:2"), Cause::ServerError(Some(503))),
+            &policy(),
+            now,
+        );
+        let (repo, wait) = c.next_ready(now).unwrap();
+        assert_eq!(repo, "b/db:2");
+        assert!(wait <= Duration::from_secs(2));
     }
 
     #[test]

@@ -3,10 +3,20 @@
 
 use std::time::Duration;
 
-/// Parses a `Retry-After` header value given in seconds (`120`). HTTP dates are not used by
-/// the registries trivy talks to and yield `None`.
+/// Parses a `Retry-After` header value given in seconds (`120`).
 pub fn parse_header_seconds(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Parses a `Retry-After` header: seconds, or an HTTP date (the wait until then).
+pub fn parse_header(value: &str) -> Option<Duration> {
+    parse_header_seconds(value).or_else(|| {
+        let at = httpdate::parse_http_date(value.trim()).ok()?;
+        Some(
+            at.duration_since(std::time::SystemTime::now())
+                .unwrap_or_default(),
+        )
+    })
 }
 
 /// Finds `retry-after: <go duration>` (case-insensitive) in an error text.
@@ -101,5 +111,15 @@ mod tests {
     fn header_seconds() {
         assert_eq!(parse_header_seconds(" 2 "), Some(Duration::from_secs(2)));
         assert_eq!(parse_header_seconds("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(
+            parse_header("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        let soon = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let wait = parse_header(&soon).unwrap();
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
     }
 }

@@ -69,6 +69,8 @@ impl Sandbox {
             .env("PATH", "/usr/bin:/bin")
             .env("HOME", self.path())
             .env("TRIVY_ECR_TRIVY", fake_trivy())
+            // The fake downloads nothing; native DB downloads are tested on the rig.
+            .env("TRIVY_ECR_PREFETCH", "off")
             .env("FAKE_TRIVY_RECORD", self.record())
             .env("FAKE_TRIVY_REPORT", REPORT)
             .stdin(Stdio::null());

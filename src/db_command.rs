@@ -1,0 +1,274 @@
+//! `trivy-ecr db pull` and `trivy-ecr db status`: trivy-ecr's own subcommands (trivy has no
+//! `db` command), to warm a cache ahead of scans and to see what it holds.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use clap::{Parser, Subcommand};
+
+use crate::db_cache::{self, DbLocation, Metadata, default_cache_dir};
+use crate::db_fetch::{FetchJob, FetchOutcome, FetchStop, ensure_fresh, kind_key, read_sources};
+use crate::docker_config::DockerConfig;
+use crate::exit_status::ExitStatus;
+use crate::invocation::Env;
+use crate::mirrors::DbKind;
+use crate::options::Options;
+use crate::progress::ProgressMode;
+use crate::registry_client::{RegistryClient, Timeouts};
+use crate::retry::{MirrorChain, RetryPolicy};
+use crate::supervisor::Signals;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "trivy-ecr db",
+    about = "Manage trivy's DB cache with trivy-ecr's downloader"
+)]
+struct DbArgs {
+    #[command(subcommand)]
+    command: DbCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Download the vulnerability DB (and optionally the Java DB) into trivy's cache if trivy
+    /// would consider the cached copy stale.
+    Pull {
+        /// Also the Java DB.
+        #[arg(long)]
+        java: bool,
+        /// trivy's cache directory (default: TRIVY_CACHE_DIR, else ~/.cache/trivy).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// No progress output, only errors.
+        #[arg(short, long)]
+        quiet: bool,
+        /// One line per phase instead of a progress bar.
+        #[arg(long)]
+        no_progress: bool,
+        /// Skip TLS certificate checks and fall back to plain HTTP.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Show what the cache holds: age, next update, and the mirror it came from.
+    Status {
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+}
+
+/// Runs `trivy-ecr db ARGS` (args after `db`).
+pub async fn run(
+    args: &[OsString],
+    options: &Options,
+    signals: &mut Signals,
+    env: Env<'_>,
+) -> ExitStatus {
+    let argv = std::iter::once(OsString::from("trivy-ecr db")).chain(args.iter().cloned());
+    let parsed = match DbArgs::try_parse_from(argv) {
+        Ok(parsed) => parsed,
+        Err(err) if !err.use_stderr() => {
+            let _ = err.print();
+            return ExitStatus::Success;
+        }
+        Err(err) => {
+            let first = err.to_string();
+            let line = first
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            crate::say!("error: db: {line}; see trivy-ecr db --help");
+            return ExitStatus::Usage;
+        }
+    };
+    let resolve = |dir: Option<PathBuf>| {
+        dir.or_else(|| {
+            env("TRIVY_CACHE_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| default_cache_dir(env))
+    };
+    match parsed.command {
+        DbCommand::Pull {
+            java,
+            cache_dir,
+            quiet,
+            no_progress,
+            insecure,
+        } => {
+            let cache_dir = resolve(cache_dir);
+            pull(
+                &cache_dir,
+                java,
+                ProgressMode::choose(quiet, no_progress),
+                insecure,
+                options,
+                signals,
+                env,
+            )
+            .await
+        }
+        DbCommand::Status { cache_dir } => {
+            print!("{}", status(&resolve(cache_dir), SystemTime::now()));
+            ExitStatus::Success
+        }
+    }
+}
+
+async fn pull(
+    cache_dir: &std::path::Path,
+    java: bool,
+    progress: ProgressMode,
+    insecure: bool,
+    options: &Options,
+    signals: &mut Signals,
+    env: Env<'_>,
+) -> ExitStatus {
+    let policy = RetryPolicy::new(options.max_attempts, options.max_wait);
+    let mut client =
+        match RegistryClient::new(DockerConfig::load(env), Timeouts::default(), insecure) {
+            Ok(client) => client,
+            Err(err) => {
+                crate::say!("error: {err}");
+                return ExitStatus::TrivyFailed;
+            }
+        };
+    let mut kinds = vec![DbKind::Vulnerability];
+    if java {
+        kinds.push(DbKind::Java);
+    }
+    for kind in kinds {
+        let repositories = match kind {
+            DbKind::Vulnerability => options.db_repositories.clone(),
+            _ => options.java_db_repositories.clone(),
+        }
+        .unwrap_or_else(|| kind.default_chain());
+        let mut chain = MirrorChain::new(kind, repositories, true, &policy);
+        let job = FetchJob {
+            kind,
+            cache_dir,
+            chain: &mut chain,
+            policy,
+            progress,
+        };
+        match ensure_fresh(&mut client, job, signals).await {
+            Ok(FetchOutcome::AlreadyFresh(_)) => progress.phase(format_args!(
+                "{kind} in {} is fresh; nothing to download",
+                cache_dir.display()
+            )),
+            Ok(FetchOutcome::Downloaded { .. }) => {}
+            Err(FetchStop::Unavailable(message)) => {
+                crate::say!("error: {message}");
+                return ExitStatus::DbUnavailable;
+            }
+            Err(FetchStop::Signal(signal)) => return ExitStatus::Signal(signal),
+            Err(FetchStop::Local(message)) => {
+                crate::say!("error: {message}");
+                return ExitStatus::TrivyFailed;
+            }
+        }
+    }
+    ExitStatus::Success
+}
+
+/// `db status` text for every DB kind trivy-ecr manages.
+pub fn status(cache_dir: &std::path::Path, now: SystemTime) -> String {
+    let sources = read_sources(cache_dir);
+    let mut out = format!("cache: {}\n", cache_dir.display());
+    for kind in [DbKind::Vulnerability, DbKind::Java] {
+        let location = DbLocation::new(cache_dir, kind);
+        out.push_str(&format!("{kind}: {}\n", location.db_file().display()));
+        let state = match db_cache::staleness(&location, now) {
+            Ok(_) => "fresh (trivy will not download it)".to_string(),
+            Err(why) => format!("needs a download: {why}"),
+        };
+        out.push_str(&format!("  state:       {state}\n"));
+        let Ok(metadata) = Metadata::read(&location.metadata_file()) else {
+            continue;
+        };
+        out.push_str(&format!(
+            "  built:       {}\n",
+            when(metadata.updated_at, now)
+        ));
+        out.push_str(&format!(
+            "  downloaded:  {}\n",
+            when(metadata.downloaded_at, now)
+        ));
+        out.push_str(&format!(
+            "  next update: {}\n",
+            when(metadata.next_update, now)
+        ));
+        let from = match sources.get(kind_key(kind)) {
+            Some(source)
+                if metadata.downloaded_at.is_some_and(|at| {
+                    humantime::parse_rfc3339_weak(&source.downloaded_at).is_ok_and(|recorded| {
+                        recorded
+                            .duration_since(at)
+                            .unwrap_or_else(|e| e.duration())
+                            .as_secs()
+                            < 120
+                    })
+                }) =>
+            {
+                format!("{} ({})", source.repository, source.digest)
+            }
+            _ => "unknown (downloaded by trivy itself)".to_string(),
+        };
+        out.push_str(&format!("  from:        {from}\n"));
+    }
+    out
+}
+
+fn when(time: Option<SystemTime>, now: SystemTime) -> String {
+    let Some(time) = time else {
+        return "never".into();
+    };
+    let stamp = humantime::format_rfc3339_seconds(time);
+    let rounded = |d: std::time::Duration| {
+        humantime::format_duration(std::time::Duration::from_secs(d.as_secs() / 60 * 60))
+            .to_string()
+    };
+    match now.duration_since(time) {
+        Ok(ago) => format!("{stamp} ({} ago)", rounded(ago)),
+        Err(ahead) => format!("{stamp} (in {})", rounded(ahead.duration())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_reports_age_and_source() {
+        let cache = tempfile::tempdir().unwrap();
+        let location = DbLocation::new(cache.path(), DbKind::Vulnerability);
+        std::fs::create_dir_all(&location.dir).unwrap();
+        std::fs::write(location.db_file(), b"bolt").unwrap();
+        std::fs::write(
+            location.metadata_file(),
+            r#"{"Version":2,"NextUpdate":"2026-12-04T18:00:00Z","UpdatedAt":"2026-12-04T06:00:00Z","DownloadedAt":"2026-12-04T11:00:00Z"}"#,
+        )
+        .unwrap();
+        let now = humantime::parse_rfc3339("2026-12-04T12:00:00Z").unwrap();
+        let text = status(cache.path(), now);
+        assert!(text.contains("state:       fresh"), "{text}");
+        assert!(
+            text.contains("built:       2026-12-04T06:00:00Z (6h ago)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("next update: 2026-12-04T18:00:00Z (in 6h)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("from:        unknown (downloaded by trivy itself)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Java DB:") && text.contains("needs a download: not in the cache"),
+            "{text}"
+        );
+    }
+}

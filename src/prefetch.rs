@@ -1,0 +1,115 @@
+//! The download step before a scan: which DBs to fetch natively for this run, fetching them,
+//! and what that changes on trivy's command line (`--skip-db-update`, `--skip-java-db-update`).
+
+use std::path::PathBuf;
+
+use crate::db_cache::{CacheLock, default_cache_dir};
+use crate::db_fetch::{FetchJob, FetchOutcome, FetchStop, ensure_fresh};
+use crate::docker_config::DockerConfig;
+use crate::exit_status::ExitStatus;
+use crate::invocation::{Env, Invocation};
+use crate::mirrors::DbKind;
+use crate::options::{Options, Prefetch};
+use crate::progress::ProgressMode;
+use crate::registry_client::{RegistryClient, Timeouts};
+use crate::retry::{MirrorChain, RetryPolicy};
+use crate::supervisor::Signals;
+
+/// What the prefetch did for this run.
+#[derive(Default)]
+pub struct Prefetched {
+    pub skip_db_update: bool,
+    pub skip_java_db_update: bool,
+    /// Where the vulnerability DB came from, if it was downloaded now.
+    pub db_source: Option<String>,
+    /// Held while trivy reads the cache, so no other trivy-ecr swaps a DB under it.
+    pub read_lock: Option<CacheLock>,
+}
+
+/// The cache directory trivy will use for this invocation.
+pub fn cache_dir(invocation: &Invocation, env: Env<'_>) -> PathBuf {
+    invocation
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| default_cache_dir(env))
+}
+
+/// The DBs this run fetches itself, in order.
+pub fn kinds_to_fetch(invocation: &Invocation, options: &Options) -> Vec<DbKind> {
+    if options.prefetch == Prefetch::Off || !invocation.needs_vulnerability_db() {
+        return Vec::new();
+    }
+    let mut kinds = vec![DbKind::Vulnerability];
+    if options.prefetch == Prefetch::All && !invocation.download_db_only {
+        kinds.push(DbKind::Java);
+    }
+    kinds
+}
+
+/// Fetches every DB in `kinds` from its chain. Errors are already reported on stderr.
+pub async fn run(
+    invocation: &Invocation,
+    kinds: &[DbKind],
+    chains: &mut [MirrorChain],
+    policy: RetryPolicy,
+    signals: &mut Signals,
+    env: Env<'_>,
+) -> Result<Prefetched, ExitStatus> {
+    let mut prefetched = Prefetched::default();
+    if kinds.is_empty() {
+        return Ok(prefetched);
+    }
+    let cache_dir = cache_dir(invocation, env);
+    let mut client = RegistryClient::new(
+        DockerConfig::load(env),
+        Timeouts::default(),
+        invocation.insecure,
+    )
+    .map_err(|err| {
+        crate::say!("error: {err}");
+        ExitStatus::TrivyFailed
+    })?;
+    let progress = ProgressMode::choose(invocation.quiet, invocation.no_progress);
+    for &kind in kinds {
+        let Some(chain) = chains.iter_mut().find(|c| c.kind == kind) else {
+            continue;
+        };
+        let job = FetchJob {
+            kind,
+            cache_dir: &cache_dir,
+            chain,
+            policy,
+            progress,
+        };
+        match ensure_fresh(&mut client, job, signals).await {
+            Ok(outcome) => {
+                if let FetchOutcome::Downloaded { from, .. } = &outcome
+                    && kind == DbKind::Vulnerability
+                {
+                    prefetched.db_source = Some(from.clone());
+                }
+                match kind {
+                    DbKind::Vulnerability => prefetched.skip_db_update = true,
+                    DbKind::Java => prefetched.skip_java_db_update = true,
+                    DbKind::Checks => {}
+                }
+            }
+            Err(FetchStop::Unavailable(message)) => {
+                crate::say!("error: {message}");
+                return Err(ExitStatus::DbUnavailable);
+            }
+            Err(FetchStop::Signal(signal)) => return Err(ExitStatus::Signal(signal)),
+            Err(FetchStop::Local(message)) => {
+                crate::say!(
+                    "error: {message}; check that the cache directory is writable (--cache-dir / TRIVY_CACHE_DIR)"
+                );
+                return Err(ExitStatus::TrivyFailed);
+            }
+        }
+    }
+    prefetched.read_lock = tokio::select! {
+        lock = CacheLock::shared(&cache_dir) => lock.ok(),
+        signal = signals.recv() => return Err(ExitStatus::Signal(signal as i32)),
+    };
+    Ok(prefetched)
+}
