@@ -58,6 +58,12 @@ pub fn trivy_argv(
                 capabilities,
                 json_report,
             ));
+            if extras.skip_db_update {
+                argv.push(OsString::from("--skip-db-update"));
+            }
+            if extras.skip_java_db_update {
+                argv.push(OsString::from("--skip-java-db-update"));
+            }
         }
     }
     argv
@@ -388,6 +394,21 @@ mod tests {
             .filter(|t| args.contains(t))
             .collect();
         assert_eq!(kept, args);
+    }
+
+    #[test]
+    fn natively_fetched_dbs_are_not_downloaded_again() {
+        let inv = invocation(&["image", "x"]);
+        let extras = Extras {
+            skip_db_update: true,
+            skip_java_db_update: true,
+            json_report: None,
+        };
+        let out = trivy_argv(&inv, &chains(&inv), MODERN, &extras);
+        assert_eq!(
+            out[5..],
+            ["--skip-db-update", "--skip-java-db-update", "x"].map(OsString::from)
+        );
     }
 
     #[test]

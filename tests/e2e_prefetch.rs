@@ -1,0 +1,532 @@
+//! trivy-ecr's native DB download against a real registry behind the fault proxy, with the real
+//! trivy scanning afterwards with `--skip-db-update`: cold and fresh caches, failover, Retry-After,
+//! damaged downloads, concurrency, token auth and docker credentials.
+
+mod rig;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rig::image::Image;
+use rig::proxy::{Fault, FaultProxy, When, refused_addr};
+use rig::registry::Registry;
+use rig::trivy_db::{self, DbSpec};
+
+/// A registry holding the fixture's DB and image, and a proxy in front of it posing as a mirror.
+struct Scene {
+    registry: Registry,
+}
+
+impl Scene {
+    fn start() -> Scene {
+        let registry = Registry::start();
+        let client = registry.client();
+        client.push_trivy_db("trivy-db", "2", &trivy_db::db_tar_gz(&DbSpec::fresh()));
+        Image::alpine().push(&client, "app", "latest");
+        Scene { registry }
+    }
+
+    fn mirror(&self) -> FaultProxy {
+        FaultProxy::start(self.registry.addr())
+    }
+
+    fn image(&self) -> String {
+        format!("{}/app:latest", self.registry.host_port())
+    }
+}
+
+fn db_repo(mirror: &FaultProxy) -> String {
+    format!("{}/trivy-db:2", mirror.host_port())
+}
+
+/// One hermetic trivy-ecr run: its own home and cache, only what the test sets in the env.
+struct Run {
+    dir: tempfile::TempDir,
+}
+
+impl Run {
+    fn new() -> Run {
+        Run {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    fn command(&self, chain: &[String], args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trivy-ecr"));
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", self.dir.path())
+            .env("TRIVY_ECR_TRIVY", rig::tools::trivy())
+            .env("TRIVY_ECR_DB_REPOSITORIES", chain.join(","))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .args(args);
+        cmd
+    }
+
+    fn scan(&self, chain: &[String], image: &str, env: &[(&str, &str)]) -> Output {
+        let cache = self.cache();
+        let mut cmd = self.command(
+            chain,
+            &[
+                "image",
+                "--cache-dir",
+                cache.to_str().unwrap(),
+                "--skip-version-check",
+                "--disable-telemetry",
+                "--scanners",
+                "vuln",
+                "--format",
+                "json",
+                "--output",
+                "report.json",
+                image,
+            ],
+        );
+        cmd.envs(env.iter().copied());
+        output_within(cmd, Duration::from_secs(120))
+    }
+
+    fn report(&self) -> rig::report::Report {
+        rig::report::Report::parse(
+            &std::fs::read_to_string(self.dir.path().join("report.json")).unwrap(),
+        )
+    }
+}
+
+fn output_within(mut cmd: Command, limit: Duration) -> Output {
+    let ran = rig::run::run_bounded(&mut cmd, limit);
+    Output {
+        status: ran.status,
+        stdout: ran.stdout.into_bytes(),
+        stderr: ran.stderr.into_bytes(),
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn blob_gets(mirror: &FaultProxy) -> usize {
+    mirror
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/trivy-db/blobs/"))
+        .count()
+}
+
+fn staging_leftovers(cache: &Path) -> Vec<String> {
+    std::fs::read_dir(cache)
+        .map(|dir| {
+            dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".trivy-ecr-staging"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn cold_cache_one_pull_then_trivy_scans_with_skip_db_update() {
+    let scene = Scene::start();
+    let mirror = scene.mirror();
+    let run = Run::new();
+    let out = run.scan(&[db_repo(&mirror)], &scene.image(), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the CRITICALs fail the gate: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        run.report().findings(),
+        trivy_db::expected_alpine_findings()
+    );
+    assert_eq!(blob_gets(&mirror), 1, "{:?}", mirror.requests());
+    let err = stderr(&out);
+    assert!(err.contains("vulnerability DB ready: "), "{err}");
+    assert!(
+        !err.contains("Downloading vulnerability DB"),
+        "trivy did not download: {err}"
+    );
+    assert!(staging_leftovers(&run.cache()).is_empty());
+
+    // Fresh cache: not a single request to the mirror.
+    let before = mirror.requests().len();
+    let out = run.scan(&[db_repo(&mirror)], &scene.image(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(mirror.requests().len(), before, "{:?}", mirror.requests());
+
+    let status = run
+        .command(
+            &[],
+            &["db", "status", "--cache-dir", run.cache().to_str().unwrap()],
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("state:       fresh"), "{text}");
+    assert!(
+        text.contains(&format!("from:        {}", db_repo(&mirror))),
+        "{text}"
+    );
+}
+
+#[test]
+fn seed_failure_fails_over_in_well_under_a_second() {
+    let scene = Scene::start();
+    let (bad, good) = (scene.mirror(), scene.mirror());
+    bad.add_rule("/trivy-db/", When::Always, Fault::too_many_requests());
+    let run = Run::new();
+    let out = run.scan(&[db_repo(&bad), db_repo(&good)], &scene.image(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        run.report().findings(),
+        trivy_db::expected_alpine_findings()
+    );
+    let bad_requests = bad.requests();
+    assert_eq!(
+        bad_requests.len(),
+        1,
+        "one request to the throttled mirror: {bad_requests:?}"
+    );
+    let first_good = good.requests().first().unwrap().at;
+    let failover = first_good.duration_since(bad_requests[0].at);
+    eprintln!("failover took {failover:?}");
+    assert!(failover < Duration::from_millis(500), "{failover:?}");
+    assert!(stderr(&out).contains("rate limited"), "{}", stderr(&out));
+}
+
+#[test]
+fn retry_after_is_honoured_on_the_only_mirror() {
+    let scene = Scene::start();
+    let mirror = scene.mirror();
+    mirror.add_rule(
+        "/trivy-db/manifests/",
+        When::FirstN(1),
+        Fault::TooManyRequests {
+            retry_after: Some("2".into()),
+        },
+    );
+    let run = Run::new();
+    let out = run.scan(&[db_repo(&mirror)], &scene.image(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let manifests: Vec<_> = mirror.requests_to("/trivy-db/manifests/");
+    assert_eq!(manifests.len(), 2, "{manifests:?}");
+    let gap = manifests[1].at.duration_since(manifests[0].at);
+    assert!(
+        gap >= Duration::from_secs(2),
+        "Retry-After: 2 honoured: {gap:?}"
+    );
+    assert!(gap < Duration::from_secs(6), "{gap:?}");
+}
+
+#[test]
+fn dropped_and_corrupted_blobs_never_reach_the_cache() {
+    let scene = Scene::start();
+    for fault in [Fault::DropMidBody, Fault::CorruptBody] {
+        let (bad, good) = (scene.mirror(), scene.mirror());
+        bad.add_rule("/trivy-db/blobs/", When::Always, fault.clone());
+        let run = Run::new();
+        // An older DB is already cached: it must survive the bad download untouched.
+        let yesterday = std::time::SystemTime::now() - Duration::from_secs(86_400);
+        trivy_db::install_into_cache(&run.cache(), &DbSpec::stale().downloaded_at(yesterday));
+        let old = std::fs::read(run.cache().join("db/trivy.db")).unwrap();
+        let only_bad = run.scan(
+            &[db_repo(&bad)],
+            &scene.image(),
+            &[
+                ("TRIVY_ECR_MAX_ATTEMPTS", "2"),
+                ("TRIVY_ECR_MAX_WAIT", "5s"),
+            ],
+        );
+        assert_eq!(
+            only_bad.status.code(),
+            Some(3),
+            "{fault:?}: {}",
+            stderr(&only_bad)
+        );
+        assert_eq!(
+            std::fs::read(run.cache().join("db/trivy.db")).unwrap(),
+            old,
+            "{fault:?}"
+        );
+        assert!(staging_leftovers(&run.cache()).is_empty(), "{fault:?}");
+        let out = run.scan(&[db_repo(&bad), db_repo(&good)], &scene.image(), &[]);
+        assert_eq!(out.status.code(), Some(1), "{fault:?}: {}", stderr(&out));
+        assert_eq!(blob_gets(&good), 1);
+        assert!(staging_leftovers(&run.cache()).is_empty());
+    }
+}
+
+#[test]
+fn refused_not_found_and_denied_mirrors_are_skipped() {
+    let scene = Scene::start();
+    let not_found = scene.mirror();
+    not_found.add_rule("/trivy-db/manifests/", When::Always, Fault::ManifestUnknown);
+    let denied = scene.mirror();
+    denied.add_rule("/trivy-db/", When::Always, Fault::Unauthorized);
+    let good = scene.mirror();
+    let chain = [
+        format!("{}/trivy-db:2", refused_addr()),
+        db_repo(&not_found),
+        db_repo(&denied),
+        db_repo(&good),
+    ];
+    let run = Run::new();
+    let out = run.scan(&chain, &scene.image(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        not_found.requests_to("/manifests/").len(),
+        1,
+        "404 is not retried"
+    );
+    assert_eq!(blob_gets(&good), 1);
+}
+
+#[test]
+fn every_mirror_failing_is_exit_3_naming_each() {
+    let scene = Scene::start();
+    let (a, b) = (scene.mirror(), scene.mirror());
+    a.add_rule("/trivy-db/", When::Always, Fault::too_many_requests());
+    b.add_rule("/trivy-db/", When::Always, Fault::Unavailable);
+    let run = Run::new();
+    let started = Instant::now();
+    let out = run.scan(
+        &[db_repo(&a), db_repo(&b)],
+        &scene.image(),
+        &[("TRIVY_ECR_MAX_WAIT", "3s")],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let last = stderr(&out).lines().last().unwrap().to_string();
+    assert!(
+        last.contains(&format!("{}: rate limited", db_repo(&a))),
+        "{last}"
+    );
+    assert!(
+        last.contains(&format!("{}: server error (HTTP 503)", db_repo(&b))),
+        "{last}"
+    );
+    let registry_log = scene.registry.log();
+    assert!(
+        !registry_log.contains("/v2/app/manifests"),
+        "no scan was attempted"
+    );
+}
+
+#[test]
+fn eight_parallel_runs_on_a_cold_cache_download_once() {
+    let scene = Scene::start();
+    let mirror = scene.mirror();
+    let run = Run::new();
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            let cache = run.cache();
+            let mut cmd = run.command(
+                &[db_repo(&mirror)],
+                &[
+                    "image",
+                    "--cache-dir",
+                    cache.to_str().unwrap(),
+                    "--skip-version-check",
+                    "--disable-telemetry",
+                    "--scanners",
+                    "vuln",
+                    "--format",
+                    "json",
+                    "--output",
+                    &format!("r{i}.json"),
+                    &scene.image(),
+                ],
+            );
+            cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    }
+    assert_eq!(blob_gets(&mirror), 1, "{:?}", mirror.requests());
+}
+
+#[test]
+fn token_auth_and_docker_credentials_without_leaking_them() {
+    let scene = Scene::start();
+    let mirror = scene.mirror();
+    mirror.require_token_auth("rig-registry");
+    let run = Run::new();
+    let docker = run.dir.path().join(".docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let auth = "Ym9iOnMzY3JldC1wYXNzd29yZA=="; // bob:s3cret-password
+    std::fs::write(
+        docker.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+            mirror.host_port()
+        ),
+    )
+    .unwrap();
+    let out = run.scan(
+        &[db_repo(&mirror)],
+        &scene.image(),
+        &[("TRIVY_ECR_LOG", "trace")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(mirror.tokens_issued() >= 1);
+    let token_requests: Vec<_> = mirror
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/token"))
+        .collect();
+    assert!(
+        token_requests
+            .iter()
+            .any(|r| r.auth_scheme.as_deref() == Some("Basic")),
+        "credentials sent: {token_requests:?}"
+    );
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    for secret in ["s3cret-password", auth] {
+        assert!(!all.contains(secret), "secret leaked");
+    }
+}
+
+/// A `db.tar.gz` whose entries are written raw, so hostile names and links survive.
+fn hostile_db_tar_gz(name: &str, link: Option<&str>) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    match link {
+        Some(target) => {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_link_name(target).unwrap();
+            header.set_size(0);
+        }
+        None => {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(4);
+        }
+    }
+    header.set_mode(0o644);
+    header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    header.set_cksum();
+    builder
+        .append(&header, &b"evil"[..link.map_or(4, |_| 0)])
+        .unwrap();
+    rig::tarball::gzip(&builder.into_inner().unwrap())
+}
+
+#[test]
+fn archives_with_traversal_or_links_are_refused_and_the_next_mirror_used() {
+    let scene = Scene::start();
+    let client = scene.registry.client();
+    client.push_trivy_db(
+        "evil/traversal",
+        "2",
+        &hostile_db_tar_gz("../trivy.db", None),
+    );
+    client.push_trivy_db(
+        "evil/symlink",
+        "2",
+        &hostile_db_tar_gz("trivy.db", Some("/etc/passwd")),
+    );
+    let good = scene.mirror();
+    let host = scene.registry.host_port();
+    let chain = [
+        format!("{host}/evil/traversal:2"),
+        format!("{host}/evil/symlink:2"),
+        db_repo(&good),
+    ];
+    let run = Run::new();
+    let out = run.scan(&chain, &scene.image(), &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("unexpected entry '../trivy.db'"), "{err}");
+    assert!(
+        err.contains("entry 'trivy.db' is not a regular file"),
+        "{err}"
+    );
+    assert!(!run.dir.path().join("trivy.db").exists());
+    assert!(staging_leftovers(&run.cache()).is_empty());
+    assert_eq!(blob_gets(&good), 1);
+}
+
+#[test]
+fn prefetch_all_fetches_the_java_db_too_and_trivy_skips_both_updates() {
+    let scene = Scene::start();
+    let client = scene.registry.client();
+    client.push_java_db(
+        "trivy-java-db",
+        "1",
+        &rig::java_db::javadb_tar_gz(&DbSpec::fresh()),
+    );
+    Image::alpine_with_jar().push(&client, "jar-app", "latest");
+    let mirror = scene.mirror();
+    let run = Run::new();
+    let java_chain = format!("{}/trivy-java-db:1", mirror.host_port());
+    let image = format!("{}/jar-app:latest", scene.registry.host_port());
+    let out = run.scan(
+        &[db_repo(&mirror)],
+        &image,
+        &[
+            ("TRIVY_ECR_PREFETCH", "all"),
+            ("TRIVY_ECR_JAVA_DB_REPOSITORIES", &java_chain),
+            ("TRIVY_ECR_LOG", "debug"),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--skip-db-update --skip-java-db-update"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("[javadb] Downloading"),
+        "trivy did not download the Java DB: {err}"
+    );
+    assert!(err.contains("Java DB ready: "), "{err}");
+    let report = run.report();
+    assert!(
+        report
+            .findings_of_class("lang-pkgs")
+            .contains(&trivy_db::expected_jar_finding()),
+        "{:?}",
+        report.findings()
+    );
+    assert_eq!(mirror.requests_to("/trivy-java-db/blobs/").len(), 1);
+}
+
+#[test]
+fn quiet_runs_print_no_download_phases() {
+    let scene = Scene::start();
+    let mirror = scene.mirror();
+    let run = Run::new();
+    let cache = run.cache();
+    let mut cmd = run.command(
+        &[db_repo(&mirror)],
+        &[
+            "image",
+            "-q",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--skip-version-check",
+            "--scanners",
+            "vuln",
+            &scene.image(),
+        ],
+    );
+    let out = output_within(
+        std::mem::replace(&mut cmd, Command::new("true")),
+        Duration::from_secs(120),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("downloading the vulnerability DB"), "{err}");
+    assert!(!err.contains("DB ready"), "{err}");
+    assert!(err.contains("FAILED"), "the verdict is still shown: {err}");
+    assert_eq!(blob_gets(&mirror), 1);
+}
