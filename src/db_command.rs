@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use clap::{Parser, Subcommand};
 
+use crate::checks_bundle;
 use crate::db_cache::{self, DbLocation, Metadata, default_cache_dir};
 use crate::db_fetch::{FetchJob, FetchOutcome, FetchStop, ensure_fresh, kind_key, read_sources};
 use crate::docker_config::DockerConfig;
@@ -31,12 +32,15 @@ struct DbArgs {
 
 #[derive(Debug, Subcommand)]
 enum DbCommand {
-    /// Download the vulnerability DB (and optionally the Java DB) into trivy's cache if trivy
-    /// would consider the cached copy stale.
+    /// Download the vulnerability DB (and optionally the Java DB and the checks bundle) into
+    /// trivy's cache if trivy would consider the cached copy stale.
     Pull {
         /// Also the Java DB.
         #[arg(long)]
         java: bool,
+        /// Also the misconfiguration checks bundle.
+        #[arg(long)]
+        checks: bool,
         /// trivy's cache directory (default: TRIVY_CACHE_DIR, else ~/.cache/trivy).
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
@@ -93,15 +97,23 @@ pub async fn run(
     match parsed.command {
         DbCommand::Pull {
             java,
+            checks,
             cache_dir,
             quiet,
             no_progress,
             insecure,
         } => {
             let cache_dir = resolve(cache_dir);
+            let mut kinds = vec![DbKind::Vulnerability];
+            if java {
+                kinds.push(DbKind::Java);
+            }
+            if checks {
+                kinds.push(DbKind::Checks);
+            }
             pull(
                 &cache_dir,
-                java,
+                &kinds,
                 ProgressMode::choose(quiet, no_progress),
                 insecure,
                 options,
@@ -119,7 +131,7 @@ pub async fn run(
 
 async fn pull(
     cache_dir: &std::path::Path,
-    java: bool,
+    kinds: &[DbKind],
     progress: ProgressMode,
     insecure: bool,
     options: &Options,
@@ -135,16 +147,8 @@ async fn pull(
                 return ExitStatus::TrivyFailed;
             }
         };
-    let mut kinds = vec![DbKind::Vulnerability];
-    if java {
-        kinds.push(DbKind::Java);
-    }
-    for kind in kinds {
-        let repositories = match kind {
-            DbKind::Vulnerability => options.db_repositories.clone(),
-            _ => options.java_db_repositories.clone(),
-        }
-        .unwrap_or_else(|| kind.default_chain());
+    for &kind in kinds {
+        let repositories = options.repositories(kind);
         let mut chain = MirrorChain::new(kind, repositories, true, &policy);
         let job = FetchJob {
             kind,
@@ -154,7 +158,7 @@ async fn pull(
             progress,
         };
         match ensure_fresh(&mut client, job, signals).await {
-            Ok(FetchOutcome::AlreadyFresh(_)) => progress.phase(format_args!(
+            Ok(FetchOutcome::AlreadyFresh) => progress.phase(format_args!(
                 "{kind} in {} is fresh; nothing to download",
                 cache_dir.display()
             )),
@@ -177,14 +181,25 @@ async fn pull(
 pub fn status(cache_dir: &std::path::Path, now: SystemTime) -> String {
     let sources = read_sources(cache_dir);
     let mut out = format!("cache: {}\n", cache_dir.display());
-    for kind in [DbKind::Vulnerability, DbKind::Java] {
+    for kind in [DbKind::Vulnerability, DbKind::Java, DbKind::Checks] {
         let location = DbLocation::new(cache_dir, kind);
-        out.push_str(&format!("{kind}: {}\n", location.db_file().display()));
-        let state = match db_cache::staleness(&location, now) {
-            Ok(_) => "fresh (trivy will not download it)".to_string(),
+        let shown = match kind {
+            DbKind::Checks => location.dir.join("content"),
+            _ => location.db_file(),
+        };
+        out.push_str(&format!("{kind}: {}\n", shown.display()));
+        let freshness = match kind {
+            DbKind::Checks => checks_bundle::staleness(&location, now),
+            _ => db_cache::staleness(&location, now).map(|_| ()),
+        };
+        let state = match freshness {
+            Ok(()) => "fresh (trivy will not download it)".to_string(),
             Err(why) => format!("needs a download: {why}"),
         };
         out.push_str(&format!("  state:       {state}\n"));
+        if kind == DbKind::Checks {
+            continue;
+        }
         let Ok(metadata) = Metadata::read(&location.metadata_file()) else {
             continue;
         };

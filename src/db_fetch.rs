@@ -14,6 +14,7 @@ use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::checks_bundle;
 use crate::db_archive::{self, ArchiveError};
 use crate::db_cache::{self, CacheLock, DbLocation, Metadata, Staging};
 use crate::failure::{Cause, DbFailure, MirrorFailure};
@@ -40,7 +41,7 @@ pub fn layer_media_type(kind: DbKind) -> &'static str {
 #[derive(Debug)]
 pub enum FetchOutcome {
     /// The cached DB is fresh: no request was made.
-    AlreadyFresh(Metadata),
+    AlreadyFresh,
     Downloaded {
         from: String,
         bytes: u64,
@@ -121,10 +122,14 @@ pub async fn ensure_fresh(
         lock = CacheLock::exclusive(job.cache_dir) => lock.map_err(|e| FetchStop::Local(format!("cannot lock the cache {}: {e}", job.cache_dir.display())))?,
         signal = signals.recv() => return Err(FetchStop::Signal(signal as i32)),
     };
-    match db_cache::staleness(&location, SystemTime::now()) {
-        Ok(metadata) => {
+    let freshness = match job.kind {
+        DbKind::Checks => checks_bundle::staleness(&location, SystemTime::now()),
+        _ => db_cache::staleness(&location, SystemTime::now()).map(|_| ()),
+    };
+    match freshness {
+        Ok(()) => {
             tracing::debug!(kind = %job.kind, "cached DB is fresh; no download");
-            return Ok(FetchOutcome::AlreadyFresh(metadata));
+            return Ok(FetchOutcome::AlreadyFresh);
         }
         Err(why) => tracing::debug!(kind = %job.kind, %why, "DB needs a download"),
     }
@@ -261,7 +266,7 @@ async fn pull_once(
 ) -> Result<(u64, String), FetchError> {
     let reference =
         Reference::parse(repository, kind.schema_tag()).map_err(FetchError::BadArtifact)?;
-    let (_, layer) = client
+    let (manifest, layer) = client
         .manifest(&reference, layer_media_type(kind), MAX_LAYER_BYTES)
         .await?;
     progress.phase(format_args!(
@@ -280,20 +285,32 @@ async fn pull_once(
     }
     fs::create_dir(staging.db_dir())?;
     let (blob, dir) = (blob_path.clone(), staging.db_dir());
-    tokio::task::spawn_blocking(move || db_archive::extract(kind, &blob, &dir, MAX_UNPACKED_BYTES))
-        .await
-        .map_err(|e| FetchError::Local(std::io::Error::other(e)))?
-        .map_err(|e| match e {
-            ArchiveError::Damaged(reason) => FetchError::DigestMismatch {
-                expected: "a readable tar.gz".into(),
-                actual: reason,
-            },
-            other => FetchError::BadArtifact(other.to_string()),
-        })?;
+    let unpacked = tokio::task::spawn_blocking(move || match kind {
+        DbKind::Checks => {
+            let content = dir.join("content");
+            fs::create_dir(&content).map_err(|e| ArchiveError::Damaged(e.to_string()))?;
+            checks_bundle::extract_tree(&blob, &content, MAX_UNPACKED_BYTES)
+        }
+        _ => db_archive::extract(kind, &blob, &dir, MAX_UNPACKED_BYTES),
+    })
+    .await
+    .map_err(|e| FetchError::Local(std::io::Error::other(e)))?;
+    unpacked.map_err(|e| match e {
+        ArchiveError::Damaged(reason) => FetchError::DigestMismatch {
+            expected: "a readable tar.gz".into(),
+            actual: reason,
+        },
+        other => FetchError::BadArtifact(other.to_string()),
+    })?;
     fs::remove_file(&blob_path)?;
-    // metadata.json must be readable, or trivy would download again.
-    Metadata::read(&staging.db_dir().join("metadata.json"))
-        .map_err(|e| FetchError::BadArtifact(format!("metadata.json: {e}")))?;
+    if kind == DbKind::Checks {
+        let version = checks_bundle::major_version(&manifest.annotations);
+        checks_bundle::write_metadata(&staging.db_dir(), &manifest.digest, version)?;
+    } else {
+        // metadata.json must be readable, or trivy would download again.
+        Metadata::read(&staging.db_dir().join("metadata.json"))
+            .map_err(|e| FetchError::BadArtifact(format!("metadata.json: {e}")))?;
+    }
     staging.install(location, SystemTime::now())?;
     Ok((layer.size, layer.digest))
 }

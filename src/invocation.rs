@@ -301,6 +301,13 @@ impl Invocation {
         scans && vuln_scanner && !self.wants_help && !self.client_mode && !self.skip_db_update
     }
 
+    /// The misconfiguration scanner is on (it needs the checks bundle).
+    pub fn scans_misconfigurations(&self) -> bool {
+        self.scanners
+            .as_ref()
+            .is_some_and(|list| list.iter().any(|s| s == "misconfig" || s == "config"))
+    }
+
     /// The subcommand as typed, if any.
     pub fn subcommand(&self) -> Option<&str> {
         match self.args.get(self.subcommand_at?)? {

@@ -5,6 +5,7 @@
 //! argv ─► Invocation ─► Options ─► locate trivy ─► prefetch (native DB download) ─► attempts
 //! (plan ─► supervisor ─► failure ─► retry) ─► Report ─► gate ─► render + summary ─► ExitStatus
 
+pub mod checks_bundle;
 pub mod db_archive;
 pub mod db_cache;
 pub mod db_command;
@@ -171,6 +172,7 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
     let extras = plan::Extras {
         skip_db_update: prefetched.skip_db_update,
         skip_java_db_update: prefetched.skip_java_db_update,
+        skip_check_update: prefetched.skip_check_update,
         json_report: None,
     };
 
@@ -208,22 +210,18 @@ fn mirror_chains(
     options: &Options,
     policy: &RetryPolicy,
 ) -> Vec<MirrorChain> {
-    [DbKind::Vulnerability, DbKind::Java]
+    [DbKind::Vulnerability, DbKind::Java, DbKind::Checks]
         .into_iter()
         .map(|kind| match invocation.choice(kind) {
             Some(choice) => MirrorChain::new(kind, choice.repositories.clone(), false, policy),
-            None => {
-                let configured = match kind {
-                    DbKind::Vulnerability => options.db_repositories.clone(),
-                    _ => options.java_db_repositories.clone(),
-                };
-                MirrorChain::new(
-                    kind,
-                    configured.unwrap_or_else(|| kind.default_chain()),
-                    true,
-                    policy,
-                )
-            }
+            // trivy-ecr never rewrites trivy's checks bundle repository; its chain only serves
+            // native downloads.
+            None => MirrorChain::new(
+                kind,
+                options.repositories(kind),
+                kind != DbKind::Checks,
+                policy,
+            ),
         })
         .collect()
 }

@@ -63,7 +63,11 @@ impl DbKind {
                 "mirror.gcr.io/aquasec/trivy-java-db:1",
                 "ghcr.io/aquasecurity/trivy-java-db:1",
             ],
-            DbKind::Checks => &[],
+            // trivy's own default, then its origin; no ECR Public copy is published.
+            DbKind::Checks => &[
+                "mirror.gcr.io/aquasec/trivy-checks:2",
+                "ghcr.io/aquasecurity/trivy-checks:2",
+            ],
         };
         names.iter().map(|s| s.to_string()).collect()
     }
@@ -114,6 +118,14 @@ mod tests {
         );
         assert!(same_repository("ghcr.io/a/b", "ghcr.io/a/b:2"));
         assert!(!same_repository("ghcr.io/a/b", "ghcr.io/a/c"));
+    }
+
+    #[test]
+    fn default_checks_chain_is_trivys_own() {
+        assert_eq!(
+            DbKind::Checks.default_chain()[0],
+            "mirror.gcr.io/aquasec/trivy-checks:2"
+        );
     }
 
     #[test]

@@ -43,6 +43,13 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "Java DB mirror chain, tried in order (replaces the default chain)",
     },
     Setting {
+        flag: "--ecr-checks-repositories",
+        env: "TRIVY_ECR_CHECKS_REPOSITORIES",
+        value: "REPO[,REPO..]",
+        default: "mirror.gcr.io, ghcr.io",
+        meaning: "checks bundle chain for native downloads (db pull --checks, TRIVY_ECR_PREFETCH=all)",
+    },
+    Setting {
         flag: "--ecr-max-attempts",
         env: "TRIVY_ECR_MAX_ATTEMPTS",
         value: "N",
@@ -86,6 +93,7 @@ pub struct Options {
     pub prefetch: Prefetch,
     pub db_repositories: Option<Vec<String>>,
     pub java_db_repositories: Option<Vec<String>>,
+    pub checks_repositories: Option<Vec<String>>,
     pub max_attempts: u32,
     pub max_wait: Duration,
     pub trivy: Option<PathBuf>,
@@ -99,6 +107,7 @@ impl Default for Options {
             prefetch: Prefetch::VulnerabilityDb,
             db_repositories: None,
             java_db_repositories: None,
+            checks_repositories: None,
             max_attempts: 5,
             max_wait: Duration::from_secs(120),
             trivy: None,
@@ -168,6 +177,9 @@ impl Options {
         if let Some((from, v)) = lookup("--ecr-java-db-repositories")? {
             options.java_db_repositories = Some(parse_chain(&from, &v)?);
         }
+        if let Some((from, v)) = lookup("--ecr-checks-repositories")? {
+            options.checks_repositories = Some(parse_chain(&from, &v)?);
+        }
         if let Some((from, v)) = lookup("--ecr-max-attempts")? {
             options.max_attempts = match v.trim().parse::<u32>() {
                 Ok(n) if n >= 1 => n,
@@ -199,6 +211,19 @@ impl Options {
             options.log = Some(v);
         }
         Ok(options)
+    }
+}
+
+impl Options {
+    /// The mirror chain trivy-ecr uses for `kind`: the configured one, else the default.
+    pub fn repositories(&self, kind: crate::mirrors::DbKind) -> Vec<String> {
+        use crate::mirrors::DbKind;
+        match kind {
+            DbKind::Vulnerability => self.db_repositories.clone(),
+            DbKind::Java => self.java_db_repositories.clone(),
+            DbKind::Checks => self.checks_repositories.clone(),
+        }
+        .unwrap_or_else(|| kind.default_chain())
     }
 }
 

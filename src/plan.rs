@@ -30,6 +30,8 @@ pub struct Extras {
     pub skip_db_update: bool,
     /// The Java DB was fetched natively: `--skip-java-db-update`.
     pub skip_java_db_update: bool,
+    /// The checks bundle was fetched natively: `--skip-check-update`.
+    pub skip_check_update: bool,
     /// Gated scans: trivy writes its JSON report here.
     pub json_report: Option<std::path::PathBuf>,
 }
@@ -63,6 +65,9 @@ pub fn trivy_argv(
             }
             if extras.skip_java_db_update {
                 argv.push(OsString::from("--skip-java-db-update"));
+            }
+            if extras.skip_check_update {
+                argv.push(OsString::from("--skip-check-update"));
             }
         }
     }
@@ -402,6 +407,7 @@ mod tests {
         let extras = Extras {
             skip_db_update: true,
             skip_java_db_update: true,
+            skip_check_update: false,
             json_report: None,
         };
         let out = trivy_argv(&inv, &chains(&inv), MODERN, &extras);

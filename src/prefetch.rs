@@ -20,6 +20,7 @@ use crate::supervisor::Signals;
 pub struct Prefetched {
     pub skip_db_update: bool,
     pub skip_java_db_update: bool,
+    pub skip_check_update: bool,
     /// Where the vulnerability DB came from, if it was downloaded now.
     pub db_source: Option<String>,
     /// Held while trivy reads the cache, so no other trivy-ecr swaps a DB under it.
@@ -42,6 +43,9 @@ pub fn kinds_to_fetch(invocation: &Invocation, options: &Options) -> Vec<DbKind>
     let mut kinds = vec![DbKind::Vulnerability];
     if options.prefetch == Prefetch::All && !invocation.download_db_only {
         kinds.push(DbKind::Java);
+        if invocation.scans_misconfigurations() {
+            kinds.push(DbKind::Checks);
+        }
     }
     kinds
 }
@@ -91,7 +95,7 @@ pub async fn run(
                 match kind {
                     DbKind::Vulnerability => prefetched.skip_db_update = true,
                     DbKind::Java => prefetched.skip_java_db_update = true,
-                    DbKind::Checks => {}
+                    DbKind::Checks => prefetched.skip_check_update = true,
                 }
             }
             Err(FetchStop::Unavailable(message)) => {

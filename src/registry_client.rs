@@ -104,6 +104,11 @@ pub struct Manifest {
     pub config: Descriptor,
     #[serde(default)]
     pub layers: Vec<Descriptor>,
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
+    /// `sha256:` of the manifest bytes as served (not part of the JSON).
+    #[serde(skip)]
+    pub digest: String,
 }
 
 /// Why a pull from one mirror failed.
@@ -469,8 +474,9 @@ impl RegistryClient {
         if body.len() > 4 << 20 {
             return Err(FetchError::BadArtifact("manifest larger than 4 MiB".into()));
         }
-        let manifest: Manifest = serde_json::from_slice(&body)
+        let mut manifest: Manifest = serde_json::from_slice(&body)
             .map_err(|e| FetchError::BadArtifact(format!("unreadable manifest: {e}")))?;
+        manifest.digest = sha256_digest(&body);
         if let Some(media_type) = manifest.media_type.as_deref()
             && media_type != OCI_MANIFEST
         {
@@ -548,12 +554,7 @@ impl RegistryClient {
                 TransportKind::Reset,
             ));
         }
-        let actual: String = hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let actual = format!("sha256:{actual}");
+        let actual = hex_digest(&hasher.finalize());
         if actual != layer.digest {
             return Err(FetchError::DigestMismatch {
                 expected: layer.digest.clone(),
@@ -562,6 +563,16 @@ impl RegistryClient {
         }
         Ok(())
     }
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    hex_digest(&Sha256::digest(bytes))
+}
+
+fn hex_digest(hash: &[u8]) -> String {
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 async fn status_error(response: Response) -> FetchError {

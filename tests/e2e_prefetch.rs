@@ -530,3 +530,102 @@ fn quiet_runs_print_no_download_phases() {
     assert!(err.contains("FAILED"), "the verdict is still shown: {err}");
     assert_eq!(blob_gets(&mirror), 1);
 }
+
+/// Pushes a minimal checks bundle (an OPA bundle with a `.manifest`) as trivy-checks:2.
+fn push_checks_bundle(registry: &Registry) {
+    use rig::tarball::{Entry, gzip, sha256_digest, tar};
+    let client = registry.client();
+    let bundle = gzip(&tar(&[
+        Entry::file(".manifest", br#"{"revision":"rig","roots":[""]}"#),
+        Entry::Dir("checks/"),
+        Entry::file("checks/rig.rego", b"package rig\n"),
+    ]));
+    let config = b"{}";
+    let config_digest = client.push_blob("trivy-checks", config);
+    let layer_digest = client.push_blob("trivy-checks", &bundle);
+    assert_eq!(layer_digest, sha256_digest(&bundle));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.cncf.openpolicyagent.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{
+            "mediaType": "application/vnd.cncf.openpolicyagent.layer.v1.tar+gzip",
+            "digest": layer_digest,
+            "size": bundle.len(),
+            "annotations": {"org.opencontainers.image.title": "bundle.tar.gz"}
+        }],
+        "annotations": {"org.opencontainers.image.version": "2.1.0"}
+    });
+    client.push_manifest(
+        "trivy-checks",
+        "2",
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.to_string().as_bytes(),
+    );
+}
+
+#[test]
+fn db_pull_checks_fills_the_cache_real_trivy_then_uses_without_a_request() {
+    let scene = Scene::start();
+    push_checks_bundle(&scene.registry);
+    let mirror = scene.mirror();
+    let run = Run::new();
+    let cache = run.cache();
+    let checks_repo = format!("{}/trivy-checks:2", mirror.host_port());
+    let mut pull = run.command(
+        &[db_repo(&mirror)],
+        &[
+            "db",
+            "pull",
+            "--checks",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+    );
+    pull.env("TRIVY_ECR_CHECKS_REPOSITORIES", &checks_repo);
+    let out = output_within(pull, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(cache.join("policy/content/checks/rig.rego").is_file());
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cache.join("policy/metadata.json")).unwrap())
+            .unwrap();
+    assert_eq!(metadata["MajorVersion"], 2, "{metadata}");
+
+    let requests_after_pull = mirror.requests().len();
+    let project = run.dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("Dockerfile"), "FROM alpine:3.19\nUSER root\n").unwrap();
+    let mut cmd = Command::new(rig::tools::trivy());
+    rig::scan::clean_env(&mut cmd);
+    cmd.args([
+        "config",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--skip-version-check",
+        "--disable-telemetry",
+    ])
+    .args(["--checks-bundle-repository", &checks_repo])
+    .arg(&project);
+    let out = output_within(cmd, Duration::from_secs(120));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("Using existing checks from cache"), "{err}");
+    assert_eq!(
+        mirror.requests().len(),
+        requests_after_pull,
+        "trivy asked the mirror nothing"
+    );
+
+    let status = run
+        .command(
+            &[],
+            &["db", "status", "--cache-dir", cache.to_str().unwrap()],
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("checks bundle: ") && text.contains("fresh (trivy will not download it)"),
+        "{text}"
+    );
+}
