@@ -629,3 +629,59 @@ fn db_pull_checks_fills_the_cache_real_trivy_then_uses_without_a_request() {
         "{text}"
     );
 }
+
+#[test]
+fn a_terminal_gets_a_progress_bar_and_a_pipe_gets_lines() {
+    let registry = Registry::start();
+    // Big enough that the bar is drawn before the download ends.
+    let spec = DbSpec::fresh().with_padding(8 << 20);
+    registry
+        .client()
+        .push_trivy_db("trivy-db", "2", &trivy_db::db_tar_gz(&spec));
+    let repo = format!("{}/trivy-db:2", registry.host_port());
+    let run = Run::new();
+    let cache = run.cache();
+    let pull = format!(
+        "{} db pull --cache-dir {}",
+        env!("CARGO_BIN_EXE_trivy-ecr"),
+        cache.display()
+    );
+    // `script` (util-linux) gives trivy-ecr a pseudo-terminal; same hermetic environment.
+    let prepared = run.command(&[repo.clone()], &[]);
+    let mut script = Command::new("script");
+    script
+        .args(["-qec", &pull, "/dev/null"])
+        .env_clear()
+        .env("TERM", "xterm");
+    for (key, value) in prepared.get_envs() {
+        if let Some(value) = value {
+            script.env(key, value);
+        }
+    }
+    let out = output_within(script, Duration::from_secs(60));
+    let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{transcript}");
+    assert!(
+        transcript.contains("MiB/"),
+        "a bar with byte counts: {transcript}"
+    );
+
+    let piped = output_within(
+        run.command(
+            &[repo],
+            &[
+                "db",
+                "pull",
+                "--cache-dir",
+                run.dir.path().join("c2").to_str().unwrap(),
+            ],
+        ),
+        Duration::from_secs(60),
+    );
+    let err = stderr(&piped);
+    assert!(!err.contains("MiB/"), "no bar into a pipe: {err}");
+    assert!(
+        err.contains("trivy-ecr: downloading the vulnerability DB from"),
+        "{err}"
+    );
+}
