@@ -647,7 +647,7 @@ fn a_terminal_gets_a_progress_bar_and_a_pipe_gets_lines() {
         cache.display()
     );
     // `script` (util-linux) gives trivy-ecr a pseudo-terminal; same hermetic environment.
-    let prepared = run.command(&[repo.clone()], &[]);
+    let prepared = run.command(std::slice::from_ref(&repo), &[]);
     let mut script = Command::new("script");
     script
         .args(["-qec", &pull, "/dev/null"])
