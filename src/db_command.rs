@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::checks_bundle;
 use crate::db_cache::{self, DbLocation, Metadata, default_cache_dir};
 use crate::db_fetch::{FetchJob, FetchOutcome, FetchStop, ensure_fresh, kind_key, read_sources};
+use crate::degraded;
 use crate::docker_config::DockerConfig;
 use crate::exit_status::ExitStatus;
 use crate::invocation::Env;
@@ -123,7 +124,10 @@ pub async fn run(
             .await
         }
         DbCommand::Status { cache_dir } => {
-            print!("{}", status(&resolve(cache_dir), SystemTime::now()));
+            print!(
+                "{}",
+                status(&resolve(cache_dir), SystemTime::now(), options.max_db_age)
+            );
             ExitStatus::Success
         }
     }
@@ -178,7 +182,11 @@ async fn pull(
 }
 
 /// `db status` text for every DB kind trivy-ecr manages.
-pub fn status(cache_dir: &std::path::Path, now: SystemTime) -> String {
+pub fn status(
+    cache_dir: &std::path::Path,
+    now: SystemTime,
+    max_db_age: Option<std::time::Duration>,
+) -> String {
     let sources = read_sources(cache_dir);
     let mut out = format!("cache: {}\n", cache_dir.display());
     for kind in [DbKind::Vulnerability, DbKind::Java, DbKind::Checks] {
@@ -197,6 +205,10 @@ pub fn status(cache_dir: &std::path::Path, now: SystemTime) -> String {
             Err(why) => format!("needs a download: {why}"),
         };
         out.push_str(&format!("  state:       {state}\n"));
+        out.push_str(&format!(
+            "  fallback:    {}\n",
+            fallback_line(kind, cache_dir, now, max_db_age)
+        ));
         if kind == DbKind::Checks {
             continue;
         }
@@ -236,6 +248,23 @@ pub fn status(cache_dir: &std::path::Path, now: SystemTime) -> String {
     out
 }
 
+/// Whether degraded mode could scan with this DB if every mirror failed now.
+fn fallback_line(
+    kind: DbKind,
+    cache_dir: &std::path::Path,
+    now: SystemTime,
+    max_db_age: Option<std::time::Duration>,
+) -> String {
+    match degraded::fallback(kind, cache_dir, max_db_age, now) {
+        Ok(d) => format!(
+            "usable if every mirror fails: {} old, limit {} (TRIVY_ECR_MAX_DB_AGE)",
+            degraded::short(d.age),
+            degraded::short(d.limit)
+        ),
+        Err(why) => format!("none: {why}"),
+    }
+}
+
 fn when(time: Option<SystemTime>, now: SystemTime) -> String {
     let Some(time) = time else {
         return "never".into();
@@ -267,7 +296,11 @@ mod tests {
         )
         .unwrap();
         let now = humantime::parse_rfc3339("2026-12-04T12:00:00Z").unwrap();
-        let text = status(cache.path(), now);
+        let text = status(
+            cache.path(),
+            now,
+            Some(std::time::Duration::from_secs(72 * 3600)),
+        );
         assert!(text.contains("state:       fresh"), "{text}");
         assert!(
             text.contains("built:       2026-12-04T06:00:00Z (6h ago)"),

@@ -5,15 +5,19 @@
 //! argv ─► Invocation ─► Options ─► locate trivy ─► prefetch (native DB download) ─► attempts
 //! (plan ─► supervisor ─► failure ─► retry) ─► Report ─► gate ─► render + summary ─► ExitStatus
 
+pub mod attempts;
 pub mod checks_bundle;
 pub mod db_archive;
 pub mod db_cache;
 pub mod db_command;
 pub mod db_fetch;
+pub mod db_integrity;
+pub mod degraded;
 pub mod docker_config;
 pub mod exit_status;
 pub mod failure;
 pub mod gate;
+pub mod gated_scan;
 pub mod help;
 pub mod invocation;
 pub mod locate;
@@ -36,15 +40,15 @@ pub mod trivy_config;
 pub mod trivy_version;
 
 use std::ffi::OsString;
-use std::time::Instant;
 
+use attempts::Attempts;
 use exit_status::ExitStatus;
-use failure::DbFailure;
+use gated_scan::GatedScan;
 use invocation::{Command, Invocation};
 use mirrors::DbKind;
 use options::Options;
-use retry::{Decision, MirrorChain, RetryBudget, RetryPolicy};
-use supervisor::{RunEnd, RunOutcome, Signals, Supervisor, signal_name};
+use retry::{MirrorChain, RetryPolicy};
+use supervisor::{RunEnd, Signals, Supervisor, signal_name};
 use trivy_version::{Capabilities, TrivyVersion};
 
 /// Prints a user-facing line on stderr (not a log line: always shown).
@@ -157,6 +161,7 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
         &kinds,
         &mut chains,
         policy,
+        options.max_db_age,
         &mut supervisor.signals,
         &env,
     )
@@ -169,37 +174,36 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
         // The DB is in the cache; trivy would only download it again.
         return ExitStatus::Success;
     }
-    let extras = plan::Extras {
-        skip_db_update: prefetched.skip_db_update,
-        skip_java_db_update: prefetched.skip_java_db_update,
-        skip_check_update: prefetched.skip_check_update,
-        json_report: None,
-    };
-
-    if !invocation.is_gated() {
-        return match attempt_until_db(
-            &mut supervisor,
-            &invocation,
-            &mut chains,
-            capabilities,
-            policy,
-            &extras,
-        )
-        .await
-        {
-            Ok(outcome) => end_of_passthrough(outcome.end),
-            Err(status) => status,
-        };
-    }
-    let scan = GatedScan {
+    let attempts = Attempts {
         invocation: &invocation,
-        options: &options,
         capabilities,
         policy,
-        extras,
-        prefetched_from: prefetched.db_source.clone(),
+        extras: plan::Extras {
+            skip_db_update: prefetched.skip_db_update,
+            skip_java_db_update: prefetched.skip_java_db_update,
+            skip_check_update: prefetched.skip_check_update,
+            json_report: None,
+        },
+        cache_dir: prefetch::cache_dir(&invocation, &env),
+        max_db_age: options.max_db_age,
+        degraded: prefetched.degraded.clone(),
     };
-    let status = scan.run(&mut supervisor, &mut chains).await;
+
+    let status = if invocation.is_gated() {
+        let scan = GatedScan {
+            attempts,
+            options: &options,
+            prefetched_from: prefetched.db_source.clone(),
+        };
+        scan.run(&mut supervisor, &mut chains).await
+    } else {
+        let mut attempts = attempts;
+        match attempts.run(&mut supervisor, &mut chains).await {
+            Ok(outcome) => end_of_passthrough(outcome.end),
+            Err(status) => status,
+        }
+    };
+    // The shared cache lock is held until trivy is done with the cache.
     drop(prefetched);
     status
 }
@@ -226,7 +230,8 @@ fn mirror_chains(
         .collect()
 }
 
-fn end_of_passthrough(end: RunEnd) -> ExitStatus {
+/// trivy's own exit status, for commands trivy-ecr does not gate.
+pub(crate) fn end_of_passthrough(end: RunEnd) -> ExitStatus {
     match end {
         RunEnd::Exited(code) => ExitStatus::PassedThrough(code),
         RunEnd::Killed(signal) => {
@@ -235,241 +240,4 @@ fn end_of_passthrough(end: RunEnd) -> ExitStatus {
         }
         RunEnd::Interrupted(signal) => ExitStatus::Signal(signal),
     }
-}
-
-/// Runs trivy until it gets past its DB downloads: retries DB failures that another mirror or
-/// a wait may cure, within the budget. Returns the last run (success or not a DB failure).
-async fn attempt_until_db(
-    supervisor: &mut Supervisor,
-    invocation: &Invocation,
-    chains: &mut Vec<MirrorChain>,
-    capabilities: Capabilities,
-    policy: RetryPolicy,
-    extras: &plan::Extras,
-) -> Result<RunOutcome, ExitStatus> {
-    let mut budget = RetryBudget::new(policy);
-    loop {
-        budget.attempts += 1;
-        let argv = plan::trivy_argv(invocation, chains, capabilities, extras);
-        let outcome = match supervisor.run(&argv).await {
-            Ok(outcome) => outcome,
-            Err(err) => {
-                say!("error: {err}");
-                return Err(ExitStatus::TrivyNotStarted);
-            }
-        };
-        let code = match outcome.end {
-            RunEnd::Exited(0) => return Ok(outcome),
-            RunEnd::Exited(code) => code,
-            RunEnd::Killed(_) | RunEnd::Interrupted(_) => return Ok(outcome),
-        };
-        let Some(failure) = failure::diagnose(&outcome.log) else {
-            return Ok(outcome);
-        };
-        if !failure.is_retryable() {
-            tracing::debug!(?failure, code, "DB failure that no mirror or wait can cure");
-            return Ok(outcome);
-        }
-        let now = Instant::now();
-        let chain = chain_for(chains, &failure, invocation, &policy);
-        chain.record(&failure, &policy, now);
-        let wait = chains
-            .iter()
-            .map(|c| c.ready_in(now))
-            .max()
-            .unwrap_or_default();
-        let kind = failure.kind;
-        if chains.iter().any(|c| c.kind == kind && c.exhausted()) {
-            give_up(kind, chains, &budget, "every mirror was ruled out");
-            return Err(ExitStatus::DbUnavailable);
-        }
-        match budget.decide(wait) {
-            Decision::Retry { wait } => {
-                announce_retry(
-                    &failure,
-                    chains,
-                    wait,
-                    budget.attempts + 1,
-                    policy.max_attempts,
-                );
-                if let Err(signal) = supervisor.signals.sleep(wait).await {
-                    return Err(ExitStatus::Signal(signal as i32));
-                }
-                budget.waited += wait;
-            }
-            Decision::AttemptsExhausted => {
-                give_up(kind, chains, &budget, "no attempts left");
-                return Err(ExitStatus::DbUnavailable);
-            }
-            Decision::WaitBudgetExhausted { needed } => {
-                let reason = format!(
-                    "the next mirror is usable only in {needed:.1?}, beyond the wait budget"
-                );
-                give_up(kind, chains, &budget, &reason);
-                return Err(ExitStatus::DbUnavailable);
-            }
-        }
-    }
-}
-
-/// The chain a failure belongs to; one is made up for a DB trivy-ecr does not rewrite (the
-/// checks bundle), so it is still retried with backoff.
-fn chain_for<'c>(
-    chains: &'c mut Vec<MirrorChain>,
-    failure: &DbFailure,
-    invocation: &Invocation,
-    policy: &RetryPolicy,
-) -> &'c mut MirrorChain {
-    if let Some(index) = chains.iter().position(|c| c.kind == failure.kind) {
-        return &mut chains[index];
-    }
-    let repositories = invocation
-        .choice(failure.kind)
-        .map(|c| c.repositories.clone())
-        .unwrap_or_else(|| vec![format!("trivy's default {}", failure.kind)]);
-    chains.push(MirrorChain::new(failure.kind, repositories, false, policy));
-    chains.last_mut().expect("just pushed")
-}
-
-fn announce_retry(
-    failure: &DbFailure,
-    chains: &[MirrorChain],
-    wait: std::time::Duration,
-    next_attempt: u32,
-    max_attempts: u32,
-) {
-    let failed: Vec<String> = failure
-        .mirrors
-        .iter()
-        .map(|m| {
-            format!(
-                "{} {}",
-                m.repository.as_deref().unwrap_or("the first mirror"),
-                m.cause
-            )
-        })
-        .collect();
-    let chain = chains.iter().find(|c| c.kind == failure.kind);
-    let next = match chain {
-        Some(c) if c.owned => format!(" with {} first", c.head().unwrap_or_default()),
-        _ => String::new(),
-    };
-    say!(
-        "{}: {}; retrying{next} in {:.1}s (attempt {next_attempt}/{max_attempts})",
-        failure.kind,
-        failed.join("; "),
-        wait.as_secs_f64()
-    );
-}
-
-fn give_up(kind: DbKind, chains: &[MirrorChain], budget: &RetryBudget, reason: &str) {
-    if let Some(chain) = chains.iter().find(|c| c.kind == kind) {
-        say!(
-            "error: {}",
-            retry::unavailable_message(kind, chain, budget, reason)
-        );
-    }
-}
-
-/// A scan whose verdict trivy-ecr decides: JSON to a private file, gate, render, summary.
-struct GatedScan<'a> {
-    invocation: &'a Invocation,
-    options: &'a Options,
-    capabilities: Capabilities,
-    policy: RetryPolicy,
-    extras: plan::Extras,
-    /// The mirror the native download used, if it downloaded.
-    prefetched_from: Option<String>,
-}
-
-impl GatedScan<'_> {
-    async fn run(self, supervisor: &mut Supervisor, chains: &mut Vec<MirrorChain>) -> ExitStatus {
-        let GatedScan {
-            invocation,
-            options,
-            capabilities,
-            policy,
-            extras,
-            prefetched_from,
-        } = self;
-        let workdir = match tempfile::Builder::new().prefix("trivy-ecr-").tempdir() {
-            Ok(dir) => dir,
-            Err(err) => {
-                say!("error: cannot create a private temporary directory: {err}; check TMPDIR");
-                return ExitStatus::TrivyFailed;
-            }
-        };
-        let report_path = workdir.path().join("report.json");
-        let extras = plan::Extras {
-            json_report: Some(report_path.clone()),
-            ..extras
-        };
-        let outcome = match attempt_until_db(
-            supervisor,
-            invocation,
-            chains,
-            capabilities,
-            policy,
-            &extras,
-        )
-        .await
-        {
-            Ok(outcome) => outcome,
-            Err(status) => return status,
-        };
-        match outcome.end {
-            RunEnd::Exited(0) => {}
-            RunEnd::Exited(code) => {
-                say!("error: trivy failed (exit {code}); its messages are above");
-                return ExitStatus::TrivyFailed;
-            }
-            end => return end_of_passthrough(end),
-        }
-        let report = match report::Report::from_path(&report_path) {
-            Ok(report) => report,
-            Err(err) => {
-                say!("error: {err}");
-                return ExitStatus::TrivyFailed;
-            }
-        };
-        let outcome_verdict = gate::evaluate(&report, options.fail_on, invocation.exit_flags);
-        if let Err(err) = render::render(supervisor, invocation, &report_path).await {
-            return match err {
-                render::RenderError::Interrupted(signal) => ExitStatus::Signal(signal),
-                other => {
-                    say!("error: {other}");
-                    ExitStatus::TrivyFailed
-                }
-            };
-        }
-        let db_source = prefetched_from.or_else(|| db_source(&outcome.log));
-        eprint!(
-            "{}",
-            summary::render(&summary::SummaryInput {
-                report: &report,
-                outcome: &outcome_verdict,
-                fail_on: options.fail_on,
-                db_source: db_source.as_deref(),
-                quiet: invocation.quiet,
-            })
-        );
-        match outcome_verdict {
-            gate::GateOutcome::Passed => ExitStatus::Success,
-            gate::GateOutcome::Failed { .. } => ExitStatus::GateFailed,
-            gate::GateOutcome::TrivyExitCode { code } | gate::GateOutcome::EndOfLife { code } => {
-                ExitStatus::TrivyExitFlag(code)
-            }
-        }
-    }
-}
-
-/// The repository trivy reported downloading the vulnerability DB from, if it did.
-fn db_source(log: &[String]) -> Option<String> {
-    log.iter()
-        .filter(|l| l.contains("[vulndb]") && l.contains("successfully downloaded"))
-        .find_map(|l| {
-            let start = l.find("repo=\"")? + 6;
-            let end = l[start..].find('"')? + start;
-            Some(l[start..end].to_string())
-        })
 }

@@ -71,6 +71,13 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "download the vulnerability DB (all: and the Java DB) natively before the scan, then run trivy with --skip-db-update; off lets trivy download",
     },
     Setting {
+        flag: "--ecr-max-db-age",
+        env: "TRIVY_ECR_MAX_DB_AGE",
+        value: "DURATION",
+        default: "72h",
+        meaning: "when no mirror delivers a fresh DB, scan with the cached one if it was built no longer ago than this (e.g. 24h, 3d); 0 turns degraded mode off",
+    },
+    Setting {
         flag: "--ecr-trivy",
         env: "TRIVY_ECR_TRIVY",
         value: "PATH",
@@ -96,6 +103,8 @@ pub struct Options {
     pub checks_repositories: Option<Vec<String>>,
     pub max_attempts: u32,
     pub max_wait: Duration,
+    /// Degraded mode's limit on the cached DB's age; `None` when off.
+    pub max_db_age: Option<Duration>,
     pub trivy: Option<PathBuf>,
     pub log: Option<String>,
 }
@@ -110,6 +119,7 @@ impl Default for Options {
             checks_repositories: None,
             max_attempts: 5,
             max_wait: Duration::from_secs(120),
+            max_db_age: Some(Duration::from_secs(72 * 3600)),
             trivy: None,
             log: None,
         }
@@ -193,6 +203,10 @@ impl Options {
         if let Some((from, v)) = lookup("--ecr-max-wait")? {
             options.max_wait =
                 parse_duration(&v).map_err(|e| UsageError(format!("{from}={v}: {e}")))?;
+        }
+        if let Some((from, v)) = lookup("--ecr-max-db-age")? {
+            let age = parse_duration(&v).map_err(|e| UsageError(format!("{from}={v}: {e}")))?;
+            options.max_db_age = (!age.is_zero()).then_some(age);
         }
         if let Some((from, v)) = lookup("--ecr-prefetch")? {
             options.prefetch = match v.trim().to_ascii_lowercase().as_str() {
@@ -326,6 +340,18 @@ mod tests {
             let err = Options::resolve(&[f], &no_env).unwrap_err();
             assert!(err.0.contains(expected), "{err} should contain {expected}");
         }
+    }
+
+    #[test]
+    fn max_db_age_defaults_to_three_days_and_zero_turns_it_off() {
+        assert_eq!(
+            Options::default().max_db_age,
+            Some(Duration::from_secs(72 * 3600))
+        );
+        let o = Options::resolve(&[flag("ecr-max-db-age", "3d")], &no_env).unwrap();
+        assert_eq!(o.max_db_age, Some(Duration::from_secs(3 * 86_400)));
+        let o = Options::resolve(&[flag("ecr-max-db-age", "0")], &no_env).unwrap();
+        assert_eq!(o.max_db_age, None);
     }
 
     #[test]

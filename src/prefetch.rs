@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::db_cache::{CacheLock, default_cache_dir};
 use crate::db_fetch::{FetchJob, FetchOutcome, FetchStop, ensure_fresh};
+use crate::degraded::{self, DegradedDb};
 use crate::docker_config::DockerConfig;
 use crate::exit_status::ExitStatus;
 use crate::invocation::{Env, Invocation};
@@ -23,6 +24,8 @@ pub struct Prefetched {
     pub skip_check_update: bool,
     /// Where the vulnerability DB came from, if it was downloaded now.
     pub db_source: Option<String>,
+    /// Cached DBs scanned with because no mirror delivered (degraded mode).
+    pub degraded: Vec<DegradedDb>,
     /// Held while trivy reads the cache, so no other trivy-ecr swaps a DB under it.
     pub read_lock: Option<CacheLock>,
 }
@@ -50,12 +53,35 @@ pub fn kinds_to_fetch(invocation: &Invocation, options: &Options) -> Vec<DbKind>
     kinds
 }
 
+/// Degraded mode: the cached DB if it may stand in (one warning line), else exit 3 with both
+/// the mirrors' errors and why the cache cannot help.
+pub fn fall_back(
+    kind: DbKind,
+    cache_dir: &std::path::Path,
+    max_db_age: Option<std::time::Duration>,
+    mirrors_message: &str,
+) -> Result<DegradedDb, ExitStatus> {
+    match degraded::fallback(kind, cache_dir, max_db_age, std::time::SystemTime::now()) {
+        Ok(degraded) => {
+            crate::say!(
+                "warning: DEGRADED: {degraded}; scanning with it because {mirrors_message}"
+            );
+            Ok(degraded)
+        }
+        Err(why) => {
+            crate::say!("error: {mirrors_message}; {why}");
+            Err(ExitStatus::DbUnavailable)
+        }
+    }
+}
+
 /// Fetches every DB in `kinds` from its chain. Errors are already reported on stderr.
 pub async fn run(
     invocation: &Invocation,
     kinds: &[DbKind],
     chains: &mut [MirrorChain],
     policy: RetryPolicy,
+    max_db_age: Option<std::time::Duration>,
     signals: &mut Signals,
     env: Env<'_>,
 ) -> Result<Prefetched, ExitStatus> {
@@ -99,8 +125,13 @@ pub async fn run(
                 }
             }
             Err(FetchStop::Unavailable(message)) => {
-                crate::say!("error: {message}");
-                return Err(ExitStatus::DbUnavailable);
+                let degraded = fall_back(kind, &cache_dir, max_db_age, &message)?;
+                match kind {
+                    DbKind::Vulnerability => prefetched.skip_db_update = true,
+                    DbKind::Java => prefetched.skip_java_db_update = true,
+                    DbKind::Checks => prefetched.skip_check_update = true,
+                }
+                prefetched.degraded.push(degraded);
             }
             Err(FetchStop::Signal(signal)) => return Err(ExitStatus::Signal(signal)),
             Err(FetchStop::Local(message)) => {

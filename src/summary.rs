@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use crate::degraded::DegradedDb;
 use crate::gate::{FailOn, GateOutcome, Severity};
 use crate::report::Report;
 
@@ -13,14 +14,22 @@ pub struct SummaryInput<'a> {
     pub report: &'a Report,
     pub outcome: &'a GateOutcome<'a>,
     pub fail_on: FailOn,
-    /// Where the vulnerability DB came from this run, if trivy downloaded it.
+    /// Where the vulnerability DB came from this run, if it was downloaded.
     pub db_source: Option<&'a str>,
+    /// Cached DBs scanned with because no mirror delivered (degraded mode).
+    pub degraded: &'a [DegradedDb],
     /// Only the verdict and the blocking findings (trivy's `--quiet`).
     pub quiet: bool,
 }
 
 pub fn render(input: &SummaryInput<'_>) -> String {
     let mut out = String::new();
+    for degraded in input.degraded {
+        let _ = writeln!(
+            out,
+            "trivy-ecr: DEGRADED: {degraded}; no mirror delivered a fresh one"
+        );
+    }
     if !input.quiet {
         if let Some(source) = input.db_source {
             let _ = writeln!(out, "trivy-ecr: vulnerability DB downloaded from {source}");
@@ -123,6 +132,7 @@ mod tests {
             outcome: &outcome,
             fail_on: FailOn::default(),
             db_source: Some("public.ecr.aws/aquasecurity/trivy-db:2"),
+            degraded: &[],
             quiet: false,
         });
         let expected = "\
@@ -145,8 +155,16 @@ trivy-ecr: FAILED: 2 findings at or above CRITICAL (exit 1)
             outcome: &outcome,
             fail_on: FailOn::Disabled,
             db_source: None,
+            degraded: &[DegradedDb {
+                kind: crate::mirrors::DbKind::Vulnerability,
+                age: std::time::Duration::from_secs(5 * 3600),
+                limit: std::time::Duration::from_secs(72 * 3600),
+            }],
             quiet: true,
         });
-        assert_eq!(text, "trivy-ecr: gate disabled (fail-on: none)\n");
+        assert_eq!(
+            text,
+            "trivy-ecr: DEGRADED: the cached vulnerability DB is 5h old (limit 3days); no mirror delivered a fresh one\ntrivy-ecr: gate disabled (fail-on: none)\n"
+        );
     }
 }

@@ -241,6 +241,7 @@ fn dropped_and_corrupted_blobs_never_reach_the_cache() {
             &scene.image(),
             &[
                 ("TRIVY_ECR_MAX_ATTEMPTS", "2"),
+                ("TRIVY_ECR_MAX_DB_AGE", "0"),
                 ("TRIVY_ECR_MAX_WAIT", "5s"),
             ],
         );
@@ -684,4 +685,201 @@ fn a_terminal_gets_a_progress_bar_and_a_pipe_gets_lines() {
         err.contains("trivy-ecr: downloading the vulnerability DB from"),
         "{err}"
     );
+}
+
+// ---- Degraded mode: every mirror fails, the cached DB may stand in (TRIVY_ECR_MAX_DB_AGE) ----
+
+/// Makes the cached DB in `dir` (`db` or `java-db`) look built `built_ago`, downloaded two
+/// hours ago and past its next update, so trivy (and trivy-ecr) want a new one.
+fn age_cached_db(cache: &Path, dir: &str, version: u32, built_ago: Duration) {
+    let now = std::time::SystemTime::now();
+    let stamp = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    let metadata = serde_json::json!({
+        "Version": version,
+        "UpdatedAt": stamp(now - built_ago),
+        "NextUpdate": stamp(now - Duration::from_secs(3600)),
+        "DownloadedAt": stamp(now - Duration::from_secs(2 * 86_400)),
+    });
+    std::fs::write(cache.join(dir).join("metadata.json"), metadata.to_string()).unwrap();
+}
+
+fn hours(h: u64) -> Duration {
+    Duration::from_secs(h * 3600)
+}
+
+/// A run that filled its cache from a healthy mirror, and a mirror that now always throttles.
+fn warmed_up(scene: &Scene) -> (Run, FaultProxy, Output) {
+    let mirror = scene.mirror();
+    let run = Run::new();
+    let healthy = run.scan(&[db_repo(&mirror)], &scene.image(), &[]);
+    assert_eq!(healthy.status.code(), Some(1), "{}", stderr(&healthy));
+    mirror.add_rule("/trivy-db/", When::Always, Fault::too_many_requests());
+    (run, mirror, healthy)
+}
+
+#[test]
+fn every_mirror_throttled_scans_with_a_recent_cached_db_and_says_so() {
+    let scene = Scene::start();
+    let (run, mirror, _) = warmed_up(&scene);
+    let healthy_findings = run.report().findings();
+    age_cached_db(&run.cache(), "db", 2, hours(10));
+    let status = run.command(&[], &["db", "status", "--cache-dir", run.cache().to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("fallback:    usable if every mirror fails: 10h old, limit 3days"), "{text}");
+    let before = mirror.requests().len();
+    let out = run.scan(
+        &[db_repo(&mirror)],
+        &scene.image(),
+        &[
+            ("TRIVY_ECR_MAX_WAIT", "2s"),
+            ("TRIVY_ECR_MAX_ATTEMPTS", "3"),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the gate decides as usual: {err}"
+    );
+    assert_eq!(run.report().findings(), healthy_findings);
+    let warning = err
+        .lines()
+        .find(|l| l.contains("warning: DEGRADED"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        warning.contains("the cached vulnerability DB is 10h old (limit 3days)"),
+        "{warning}"
+    );
+    assert!(
+        warning.contains(&format!("{}: rate limited", db_repo(&mirror))),
+        "{warning}"
+    );
+    assert!(
+        err.contains("trivy-ecr: DEGRADED: the cached vulnerability DB is 10h old"),
+        "summary says it: {err}"
+    );
+    let attempts = mirror.requests().len() - before;
+    assert!(
+        (1..=3).contains(&attempts),
+        "no download beyond the budget: {attempts}"
+    );
+}
+
+#[test]
+fn a_cached_db_older_than_the_limit_or_a_zero_limit_is_exit_3() {
+    let scene = Scene::start();
+    let (run, mirror, _) = warmed_up(&scene);
+    for (built_ago, limit, expected) in [
+        (
+            hours(80),
+            "72h",
+            "is 3days 8h old, beyond TRIVY_ECR_MAX_DB_AGE=3days",
+        ),
+        (
+            hours(1),
+            "0",
+            "degraded mode is off (TRIVY_ECR_MAX_DB_AGE=0)",
+        ),
+    ] {
+        age_cached_db(&run.cache(), "db", 2, built_ago);
+        let out = run.scan(
+            &[db_repo(&mirror)],
+            &scene.image(),
+            &[
+                ("TRIVY_ECR_MAX_WAIT", "1s"),
+                ("TRIVY_ECR_MAX_DB_AGE", limit),
+            ],
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        let last = err.lines().last().unwrap();
+        assert!(last.contains(expected), "{last}");
+        assert!(
+            last.contains("rate limited"),
+            "names the mirror's error: {last}"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_cached_db_is_never_scanned_with() {
+    let scene = Scene::start();
+    let (run, mirror, _) = warmed_up(&scene);
+    let db = run.cache().join("db/trivy.db");
+    let whole = std::fs::read(&db).unwrap();
+    let image_requests = || scene.registry.log().matches("/v2/app/manifests/").count();
+
+    age_cached_db(&run.cache(), "db", 2, hours(5));
+    std::fs::write(&db, &whole[..whole.len() / 3]).unwrap();
+    let seen = image_requests();
+    let out = run.scan(
+        &[db_repo(&mirror)],
+        &scene.image(),
+        &[("TRIVY_ECR_MAX_WAIT", "1s")],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.lines()
+            .last()
+            .unwrap()
+            .contains("the cached DB is damaged"),
+        "{err}"
+    );
+    assert!(err.contains("truncated"), "{err}");
+    assert_eq!(image_requests(), seen, "no scan was attempted");
+
+    std::fs::write(&db, &whole).unwrap();
+    std::fs::write(run.cache().join("db/metadata.json"), b"{\"Version\": 2, ").unwrap();
+    let out = run.scan(
+        &[db_repo(&mirror)],
+        &scene.image(),
+        &[("TRIVY_ECR_MAX_WAIT", "1s")],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.lines().last().unwrap().contains("metadata.json"),
+        "{err}"
+    );
+    assert_eq!(image_requests(), seen, "no scan was attempted");
+}
+
+#[test]
+fn the_java_db_falls_back_too_when_trivy_cannot_download_it() {
+    let scene = Scene::start();
+    let client = scene.registry.client();
+    client.push_java_db(
+        "trivy-java-db",
+        "1",
+        &rig::java_db::javadb_tar_gz(&DbSpec::fresh()),
+    );
+    Image::alpine_with_jar().push(&client, "jar-app", "latest");
+    let mirror = scene.mirror();
+    let java_chain = format!("{}/trivy-java-db:1", mirror.host_port());
+    let image = format!("{}/jar-app:latest", scene.registry.host_port());
+    let run = Run::new();
+    let env = [
+        ("TRIVY_ECR_JAVA_DB_REPOSITORIES", java_chain.as_str()),
+        ("TRIVY_ECR_MAX_WAIT", "2s"),
+        ("TRIVY_ECR_MAX_ATTEMPTS", "2"),
+    ];
+    let healthy = run.scan(&[db_repo(&mirror)], &image, &env);
+    assert_eq!(healthy.status.code(), Some(1), "{}", stderr(&healthy));
+    let healthy_findings = run.report().findings();
+    assert!(healthy_findings.contains(&trivy_db::expected_jar_finding()));
+
+    mirror.add_rule("/trivy-java-db/", When::Always, Fault::Unavailable);
+    age_cached_db(&run.cache(), "java-db", 1, hours(30));
+    // trivy looks JARs up in the Java DB while analysing layers; drop its layer cache so it
+    // analyses (and wants the Java DB) again.
+    std::fs::remove_dir_all(run.cache().join("fanal")).unwrap();
+    let out = run.scan(&[db_repo(&mirror)], &image, &env);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("warning: DEGRADED: the cached Java DB is 1day 6h old"),
+        "{err}"
+    );
+    assert_eq!(run.report().findings(), healthy_findings);
 }
