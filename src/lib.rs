@@ -3,18 +3,22 @@
 //! the findings. This file wires the stages together; each concern lives in its own module.
 //!
 //! argv ─► Invocation ─► Options ─► locate trivy ─► attempts (plan ─► supervisor ─► failure ─►
-//! retry) ─► Report ─► gate ─► render + summary ─► ExitStatus
+//! retry) ─► Report ─► gate (+ baseline) ─► CI outputs (publish) ─► render + summary ─► ExitStatus
 
+pub mod baseline;
 pub mod exit_status;
 pub mod failure;
 pub mod gate;
+pub mod github;
 pub mod help;
 pub mod invocation;
+pub mod junit;
 pub mod locate;
 pub mod logging;
 pub mod mirrors;
 pub mod options;
 pub mod plan;
+pub mod publish;
 pub mod redact;
 pub mod render;
 pub mod report;
@@ -338,6 +342,14 @@ async fn gated_scan(
     capabilities: Capabilities,
     policy: RetryPolicy,
 ) -> ExitStatus {
+    let baseline = match options.baseline.as_ref().map(baseline::Baseline::load) {
+        None => None,
+        Some(Ok(baseline)) => Some(baseline),
+        Some(Err(err)) => {
+            say!("error: {err}");
+            return ExitStatus::Usage;
+        }
+    };
     let workdir = match tempfile::Builder::new().prefix("trivy-ecr-").tempdir() {
         Ok(dir) => dir,
         Err(err) => {
@@ -367,7 +379,14 @@ async fn gated_scan(
         }
         end => return end_of_passthrough(end),
     }
-    let report = match report::Report::from_path(&report_path) {
+    let report_bytes = match report::read(&report_path) {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            say!("error: {err}");
+            return ExitStatus::TrivyFailed;
+        }
+    };
+    let report = match report::Report::from_slice(&report_bytes) {
         Ok(report) => report,
         Err(err) => {
             say!("error: {err}");
@@ -375,6 +394,22 @@ async fn gated_scan(
         }
     };
     let outcome_verdict = gate::evaluate(&report, options.fail_on, invocation.exit_flags);
+    let (outcome_verdict, baseline) =
+        baseline::apply(baseline.as_ref(), &report, options.fail_on, outcome_verdict);
+    let db_source = db_source(&outcome.log);
+    let summary_input = summary::SummaryInput {
+        report: &report,
+        outcome: &outcome_verdict,
+        fail_on: options.fail_on,
+        db_source: db_source.as_deref(),
+        quiet: invocation.quiet,
+        baseline: baseline.as_ref(),
+    };
+    let published = publish::publish(
+        &summary_input,
+        &report_path,
+        &publish::Destinations::new(options, std::env::var_os("GITHUB_STEP_SUMMARY")),
+    );
     if let Err(err) = render::render(supervisor, invocation, &report_path).await {
         return match err {
             render::RenderError::Interrupted(signal) => ExitStatus::Signal(signal),
@@ -384,17 +419,10 @@ async fn gated_scan(
             }
         };
     }
-    let db_source = db_source(&outcome.log);
-    eprint!(
-        "{}",
-        summary::render(&summary::SummaryInput {
-            report: &report,
-            outcome: &outcome_verdict,
-            fail_on: options.fail_on,
-            db_source: db_source.as_deref(),
-            quiet: invocation.quiet,
-        })
-    );
+    eprint!("{}", summary::render(&summary_input));
+    if !published {
+        return ExitStatus::TrivyFailed;
+    }
     match outcome_verdict {
         gate::GateOutcome::Passed => ExitStatus::Success,
         gate::GateOutcome::Failed { .. } => ExitStatus::GateFailed,
