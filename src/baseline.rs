@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::gate::{FailOn, GateOutcome, Severity};
 use crate::options::FileSetting;
-use crate::report::{Finding, Report, ReportError};
+use crate::report::{self, Finding, Report, ReportError};
 
 /// The findings of an earlier report, reduced to what matching needs.
 pub struct Baseline {
@@ -50,6 +50,25 @@ pub struct BaselineComparison<'b> {
     pub fixed_since: usize,
 }
 
+/// Why the baseline report cannot be used, in the user's terms.
+fn reason(err: ReportError) -> String {
+    const GIVE: &str = "give a report written by trivy --format json (SchemaVersion 2)";
+    match err {
+        ReportError::Read { source, .. } => format!("cannot read the baseline report: {source}"),
+        ReportError::Empty => format!("the baseline report is empty; {GIVE}"),
+        ReportError::UnsupportedSchema(v) => {
+            format!("the baseline report has SchemaVersion {v}; {GIVE}")
+        }
+        ReportError::ListShaped => {
+            format!("the baseline report is a list, the format of trivy before 0.20; {GIVE}")
+        }
+        ReportError::Malformed(json) => format!(
+            "the baseline report {}; {GIVE}",
+            report::describe_json_error(&json)
+        ),
+    }
+}
+
 /// The target a finding is matched on; see the module documentation.
 const OS_PACKAGES: &str = "\0os-pkgs";
 
@@ -78,24 +97,8 @@ impl Baseline {
             path: path.clone(),
             reason,
         };
-        let bytes = std::fs::read(&setting.path)
-            .map_err(|e| error(format!("cannot read the baseline report: {e}")))?;
-        let report = Report::from_slice(&bytes).map_err(|e| {
-            error(match e {
-                ReportError::Empty => "the baseline report is empty".to_string(),
-                ReportError::UnsupportedSchema(v) => format!(
-                    "the baseline report has SchemaVersion {v}; give a trivy JSON report of version 2 (trivy --format json)"
-                ),
-                ReportError::ListShaped => "the baseline report is a list, the format of trivy before 0.20; give a trivy JSON report of version 2 (trivy --format json)".to_string(),
-                other => format!(
-                    "not a trivy JSON report ({}); give one written by trivy --format json",
-                    match other {
-                        ReportError::Malformed(json) => json.to_string(),
-                        other => other.to_string(),
-                    }
-                ),
-            })
-        })?;
+        let bytes = report::read(&setting.path).map_err(|e| error(reason(e)))?;
+        let report = Report::from_slice(&bytes).map_err(|e| error(reason(e)))?;
         Ok(Baseline::from_report(path, &report))
     }
 
@@ -313,12 +316,12 @@ mod tests {
             (
                 "cut.json",
                 Some(r#"{"SchemaVersion":2,"Results":[{"Tar"#),
-                "not a trivy JSON report (EOF while parsing",
+                "the baseline report is truncated (EOF while parsing",
             ),
             (
                 "v1.json",
                 Some(r#"{"SchemaVersion":1}"#),
-                "SchemaVersion 1; give a trivy JSON report of version 2",
+                "SchemaVersion 1; give a report written by trivy --format json (SchemaVersion 2)",
             ),
             (
                 "list.json",
@@ -328,7 +331,7 @@ mod tests {
             (
                 "text.json",
                 Some("hello"),
-                "not a trivy JSON report (expected value",
+                "the baseline report is not valid JSON (expected value",
             ),
         ];
         for (name, content, expected) in cases {

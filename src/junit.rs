@@ -88,7 +88,7 @@ pub fn write(
     }
     for (result, counts) in report.results.iter().zip(&per_target) {
         out.write_all(b"  <testsuite name=\"")?;
-        escape(out, &result.target, true)?;
+        escape(out, non_empty(&result.target, artifact_name(report)), true)?;
         out.write_all(b"\"")?;
         counts_attributes(out, *counts)?;
         out.write_all(b">\n")?;
@@ -101,11 +101,12 @@ pub fn write(
 }
 
 fn artifact_name<'r>(report: &'r Report<'_>) -> &'r str {
-    if report.artifact_name.is_empty() {
-        "trivy"
-    } else {
-        &report.artifact_name
-    }
+    non_empty(&report.artifact_name, "trivy")
+}
+
+/// JUnit readers want names; trivy leaves some fields empty.
+fn non_empty<'s>(text: &'s str, fallback: &'s str) -> &'s str {
+    if text.is_empty() { fallback } else { text }
 }
 
 fn counts_attributes(out: &mut impl Write, counts: Counts) -> io::Result<()> {
@@ -123,11 +124,12 @@ fn testcase(
     baseline: Option<&Baseline>,
 ) -> io::Result<()> {
     out.write_all(b"    <testcase name=\"")?;
-    escape(out, finding.id, true)?;
-    if !finding.subject.is_empty() {
-        out.write_all(b" ")?;
-        escape(out, &finding.subject, true)?;
-    }
+    let name = [finding.id, &finding.subject]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    escape(out, non_empty(&name, "(unnamed finding)"), true)?;
     out.write_all(b"\" classname=\"")?;
     escape(out, finding.target, true)?;
     out.write_all(b"\" time=\"0\"")?;

@@ -204,7 +204,11 @@ impl TargetResult<'_> {
             });
         let secrets = self.secrets.iter().map(move |s| Finding {
             severity: s.severity,
-            subject: Cow::Owned(format!("{} (line {})", s.title, s.start_line)),
+            subject: Cow::Owned(if s.title.is_empty() {
+                format!("line {}", s.start_line)
+            } else {
+                format!("{} (line {})", s.title, s.start_line)
+            }),
             title: &s.title,
             ..finding(FindingKind::Secret, &s.rule_id)
         });
@@ -235,7 +239,7 @@ pub enum ReportError {
     },
     #[error("trivy's JSON report is empty")]
     Empty,
-    #[error("trivy's JSON report is not valid JSON ({0}); was it truncated?")]
+    #[error("trivy's JSON report {}", describe_json_error(.0))]
     Malformed(serde_json::Error),
     #[error(
         "trivy's JSON report has SchemaVersion {0}; trivy-ecr reads version 2 (trivy 0.20 or newer)"
@@ -246,6 +250,16 @@ pub enum ReportError {
         "trivy's JSON report is a list, the format of trivy before 0.20; trivy-ecr reads SchemaVersion 2 (trivy 0.20 or newer)"
     )]
     ListShaped,
+}
+
+/// What is wrong with a report serde_json refused, for "trivy's JSON report ..." messages.
+pub fn describe_json_error(err: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match err.classify() {
+        Category::Eof => format!("is truncated ({err})"),
+        Category::Syntax | Category::Io => format!("is not valid JSON ({err})"),
+        Category::Data => format!("does not have the shape of a trivy report ({err})"),
+    }
 }
 
 /// Reads a report file whole; [`Report::from_slice`] then borrows from these bytes.
@@ -301,9 +315,20 @@ mod tests {
 
     #[test]
     fn bad_reports_say_why() {
-        let cases: [(&[u8], &str); 4] = [
+        let cases: [(&[u8], &str); 6] = [
             (b"", "empty"),
-            (b"{\"SchemaVersion\": 2, \"Results\": [", "not valid JSON"),
+            (
+                b"{\"SchemaVersion\": 2, \"Results\": [",
+                "is truncated (EOF while parsing",
+            ),
+            (
+                b"{\"SchemaVersion\": 2,, }",
+                "is not valid JSON (key must be a string",
+            ),
+            (
+                b"{\"SchemaVersion\": \"2\"}",
+                "does not have the shape of a trivy report (invalid type",
+            ),
             (b"{\"SchemaVersion\": 1}", "SchemaVersion 1"),
             (b" [1,2]", "is a list, the format of trivy before 0.20"),
         ];
