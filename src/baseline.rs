@@ -7,7 +7,7 @@
 //! artifact and its tag (`app:1.4 (alpine 3.19.1)`), which changes with every build, so they
 //! match any OS-package target of the baseline.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::gate::{FailOn, GateOutcome, Severity};
 use crate::options::FileSetting;
@@ -17,15 +17,17 @@ use crate::report::{self, Finding, Report, ReportError};
 pub struct Baseline {
     /// The file, as the user named it.
     pub path: String,
-    /// Match key of every finding (see [`match_key`]) → its highest severity in the baseline.
-    findings: HashMap<Box<str>, Severity>,
+    /// Match key of every finding (see [`match_key`]) → its index in `severities`.
+    keys: HashMap<Box<str>, usize>,
+    /// The highest severity each key has in the baseline.
+    severities: Vec<Severity>,
 }
 
 impl std::fmt::Debug for Baseline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Baseline")
             .field("path", &self.path)
-            .field("findings", &self.findings.len())
+            .field("findings", &self.severities.len())
             .finish()
     }
 }
@@ -103,25 +105,31 @@ impl Baseline {
     }
 
     pub fn from_report(path: String, report: &Report<'_>) -> Baseline {
-        let mut findings: HashMap<Box<str>, Severity> = HashMap::new();
+        let mut keys: HashMap<Box<str>, usize> = HashMap::new();
+        let mut severities = Vec::new();
         let mut key = String::new();
         for finding in report.findings() {
             match_key(&finding, &mut key);
-            match findings.get_mut(key.as_str()) {
-                Some(severity) => *severity = (*severity).max(finding.severity),
+            match keys.get(key.as_str()) {
+                Some(&i) => severities[i] = finding.severity.max(severities[i]),
                 None => {
-                    findings.insert(key.as_str().into(), finding.severity);
+                    keys.insert(key.as_str().into(), severities.len());
+                    severities.push(finding.severity);
                 }
             }
         }
-        Baseline { path, findings }
+        Baseline {
+            path,
+            keys,
+            severities,
+        }
     }
 
     /// Whether the baseline had this finding (same ID, package and target).
     pub fn contains(&self, finding: &Finding<'_>) -> bool {
         let mut key = String::new();
         match_key(finding, &mut key);
-        self.findings.contains_key(key.as_str())
+        self.keys.contains_key(key.as_str())
     }
 
     /// Takes the findings the baseline knows out of a failed gate (passing it when only known
@@ -134,19 +142,20 @@ impl Baseline {
         outcome: GateOutcome<'r>,
     ) -> (GateOutcome<'r>, BaselineComparison<'_>) {
         let mut key = String::new();
-        let mut seen: HashSet<&str> = HashSet::new();
+        let mut seen = vec![false; self.severities.len()];
         let mut known = 0;
         for finding in report.findings() {
             match_key(&finding, &mut key);
-            if let Some((baseline_key, _)) = self.findings.get_key_value(key.as_str()) {
-                seen.insert(baseline_key);
+            if let Some(&i) = self.keys.get(key.as_str()) {
+                seen[i] = true;
                 known += usize::from(fail_on.blocks(finding.severity));
             }
         }
         let fixed_since = self
-            .findings
+            .severities
             .iter()
-            .filter(|(k, severity)| fail_on.blocks(**severity) && !seen.contains(k.as_ref()))
+            .zip(&seen)
+            .filter(|&(severity, seen)| fail_on.blocks(*severity) && !seen)
             .count();
         let outcome = match outcome {
             GateOutcome::Failed { mut blocking } => {
