@@ -15,6 +15,7 @@ use crate::options::Options;
 use crate::render::{self, RenderError};
 use crate::say;
 use crate::summary::SummaryInput;
+use crate::trivy_args::Flag;
 
 /// Where the CI outputs go, from the settings and the environment.
 pub struct Destinations<'a> {
@@ -38,6 +39,33 @@ impl<'a> Destinations<'a> {
         }
     }
 }
+
+/// The CI settings given on the command line of a command trivy-ecr does not gate (it writes no
+/// JSON report of its own there, so they cannot apply), as a note for the user; `None` when
+/// there are none. Settings from the environment are meant for every command and stay silent.
+pub fn unused_note(own_flags: &[Flag]) -> Option<String> {
+    let mut named: Vec<String> = own_flags
+        .iter()
+        .filter(|f| CI_FLAGS.contains(&f.name.as_str()))
+        .map(|f| format!("--{}", f.name))
+        .collect();
+    named.dedup();
+    (!named.is_empty()).then(|| {
+        format!(
+            "note: {} {} only to scans trivy-ecr gates; this command's output and exit code are trivy's",
+            named.join(", "),
+            if named.len() == 1 { "applies" } else { "apply" }
+        )
+    })
+}
+
+/// The settings that only a gated scan can honour.
+const CI_FLAGS: &[&str] = &[
+    "ecr-baseline",
+    "ecr-junit",
+    "ecr-json",
+    "ecr-github-annotations",
+];
 
 /// Writes every requested output; each failure is reported on stderr and the others are still
 /// written. Returns whether all were written.
@@ -108,5 +136,23 @@ fn create_parent(path: &Path) -> Result<(), RenderError> {
             })
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ci_flags_on_an_ungated_command_get_a_note() {
+        let flag = |name: &str| Flag {
+            name: name.into(),
+            value: Some("x".into()),
+        };
+        assert_eq!(unused_note(&[flag("ecr-fail-on")]), None);
+        assert_eq!(
+            unused_note(&[flag("ecr-junit"), flag("ecr-log"), flag("ecr-json")]).unwrap(),
+            "note: --ecr-junit, --ecr-json apply only to scans trivy-ecr gates; this command's output and exit code are trivy's"
+        );
     }
 }

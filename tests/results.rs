@@ -677,3 +677,32 @@ fn an_output_that_cannot_be_written_is_exit_5_after_the_others() {
         run.stderr()
     );
 }
+
+#[test]
+fn ci_flags_on_a_command_that_is_not_gated_get_a_note() {
+    let sb = Sandbox::new();
+    // SBOM generation without --scanners: trivy's own output and exit code.
+    let run = sb.run(
+        &[
+            "image",
+            "--format",
+            "cyclonedx",
+            "--ecr-junit",
+            "j.xml",
+            "x",
+        ],
+        &[("TRIVY_ECR_JSON", "raw.json")],
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert!(
+        run.stderr().contains(
+            "trivy-ecr: note: --ecr-junit applies only to scans trivy-ecr gates; this command's output and exit code are trivy's\n"
+        ),
+        "{}",
+        run.stderr()
+    );
+    assert!(!sb.file("j.xml").exists() && !sb.file("raw.json").exists());
+    // Set in the environment only (as in a buildspec for every command): silent.
+    let run = sb.run(&["version"], &[("TRIVY_ECR_JUNIT", "j.xml")]);
+    assert!(!run.stderr().contains("note:"), "{}", run.stderr());
+}
