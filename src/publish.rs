@@ -44,12 +44,16 @@ impl<'a> Destinations<'a> {
 /// JSON report of its own there, so they cannot apply), as a note for the user; `None` when
 /// there are none. Settings from the environment are meant for every command and stay silent.
 pub fn unused_note(own_flags: &[Flag]) -> Option<String> {
-    let mut named: Vec<String> = own_flags
+    let mut named: Vec<String> = Vec::new();
+    for flag in own_flags
         .iter()
         .filter(|f| CI_FLAGS.contains(&f.name.as_str()))
-        .map(|f| format!("--{}", f.name))
-        .collect();
-    named.dedup();
+    {
+        let name = format!("--{}", flag.name);
+        if !named.contains(&name) {
+            named.push(name);
+        }
+    }
     (!named.is_empty()).then(|| {
         format!(
             "note: {} {} only to scans trivy-ecr gates; this command's output and exit code are trivy's",
@@ -151,7 +155,13 @@ mod tests {
         };
         assert_eq!(unused_note(&[flag("ecr-fail-on")]), None);
         assert_eq!(
-            unused_note(&[flag("ecr-junit"), flag("ecr-log"), flag("ecr-json")]).unwrap(),
+            unused_note(&[
+                flag("ecr-junit"),
+                flag("ecr-log"),
+                flag("ecr-json"),
+                flag("ecr-junit")
+            ])
+            .unwrap(),
             "note: --ecr-junit, --ecr-json apply only to scans trivy-ecr gates; this command's output and exit code are trivy's"
         );
     }

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::gate::Severity;
 
@@ -20,10 +20,20 @@ pub struct Report<'a> {
     pub schema_version: u32,
     #[serde(borrow, default)]
     pub artifact_name: Cow<'a, str>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub metadata: Metadata,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "null_as_default")]
     pub results: Vec<TargetResult<'a>>,
+}
+
+/// `null` where a list or an object is expected reads as absent (older trivy and hand-merged
+/// reports write `"Vulnerabilities": null`).
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,13 +58,13 @@ pub struct TargetResult<'a> {
     /// `os-pkgs`, `lang-pkgs`, `config`, `secret`, `license`, ...
     #[serde(borrow, default)]
     pub class: Cow<'a, str>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "null_as_default")]
     pub vulnerabilities: Vec<Vulnerability<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "null_as_default")]
     pub misconfigurations: Vec<Misconfiguration<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "null_as_default")]
     pub secrets: Vec<Secret<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "null_as_default")]
     pub licenses: Vec<License<'a>>,
 }
 
@@ -336,6 +346,22 @@ mod tests {
             let err = Report::from_slice(bytes).unwrap_err().to_string();
             assert!(err.contains(expected), "{err} should contain {expected}");
         }
+    }
+
+    #[test]
+    fn nulls_read_as_absent_and_strings_are_borrowed() {
+        let json = br#"{"SchemaVersion":2,"Metadata":null,"Results":[
+            {"Target":"a","Vulnerabilities":null,"Secrets":null},
+            {"Target":"b \"quoted\"","Vulnerabilities":[
+              {"VulnerabilityID":"CVE-1","PkgName":"p","Severity":"HIGH"}]}]}"#;
+        let report = Report::from_slice(json).unwrap();
+        assert!(report.results[0].vulnerabilities.is_empty());
+        assert!(matches!(report.results[1].target, Cow::Owned(_)));
+        assert_eq!(report.results[1].target, "b \"quoted\"");
+        let vuln = &report.results[1].vulnerabilities[0];
+        assert!(matches!(vuln.vulnerability_id, Cow::Borrowed("CVE-1")));
+        let empty = Report::from_slice(br#"{"SchemaVersion":2,"Results":null}"#).unwrap();
+        assert_eq!(empty.findings().count(), 0);
     }
 
     #[test]
