@@ -11,13 +11,14 @@ pub enum ExitStatus {
     TrivyExitFlag(i32),
     /// trivy's exit code, passed on for commands trivy-ecr does not gate.
     PassedThrough(i32),
-    /// 2: a trivy-ecr option is invalid.
+    /// 2: a trivy-ecr option is invalid (including a baseline report that cannot be used).
     Usage,
     /// 3: a DB could not be obtained from any mirror within the retry budget.
     DbUnavailable,
     /// 4: trivy could not be started (not found, not executable, recursion).
     TrivyNotStarted,
-    /// 5: trivy failed for another reason (its stderr was shown), or its report was unusable.
+    /// 5: trivy failed for another reason (its stderr was shown), its report was unusable, or a
+    /// CI output (JUnit, JSON copy, step summary) could not be written.
     TrivyFailed,
     /// 128+N: trivy, or trivy-ecr itself, was stopped by signal N.
     Signal(i32),
@@ -52,7 +53,10 @@ pub const EXIT_CODE_TABLE: &[(&str, &str)] = &[
         "N",
         "your own --exit-code N / --exit-on-eol N fired (trivy's meaning)",
     ),
-    ("2", "usage error in trivy-ecr's own options"),
+    (
+        "2",
+        "usage error in trivy-ecr's own options (or an unusable --ecr-baseline report)",
+    ),
     (
         "3",
         "a DB could not be obtained from any mirror within the retry budget",
@@ -63,7 +67,7 @@ pub const EXIT_CODE_TABLE: &[(&str, &str)] = &[
     ),
     (
         "5",
-        "trivy failed for another reason (its stderr is shown above)",
+        "trivy failed for another reason (its stderr is shown above), its report was unusable, or a JUnit/JSON/step summary file could not be written",
     ),
     ("128+N", "trivy (or trivy-ecr) was killed by signal N"),
 ];

@@ -6,13 +6,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::de::{self, Deserialize, Deserializer, Visitor};
 
 use crate::report::{Finding, Report};
 
 /// trivy's severities, lowest first, so `>=` means "at or above".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize)]
-#[serde(from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Severity {
     #[default]
     Unknown,
@@ -42,25 +41,37 @@ impl Severity {
     }
 }
 
-impl From<String> for Severity {
-    fn from(s: String) -> Self {
-        s.parse().unwrap_or(Severity::Unknown)
+/// Reads trivy's severity strings without allocating (reports hold one per finding); anything
+/// unknown is `UNKNOWN`, as trivy itself treats it.
+impl<'de> Deserialize<'de> for Severity {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SeverityName;
+        impl Visitor<'_> for SeverityName {
+            type Value = Severity;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a severity name")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Severity, E> {
+                Ok(s.parse().unwrap_or(Severity::Unknown))
+            }
+        }
+        deserializer.deserialize_str(SeverityName)
     }
 }
 
 impl FromStr for Severity {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_uppercase().as_str() {
-            "UNKNOWN" => Ok(Severity::Unknown),
-            "LOW" => Ok(Severity::Low),
-            "MEDIUM" => Ok(Severity::Medium),
-            "HIGH" => Ok(Severity::High),
-            "CRITICAL" => Ok(Severity::Critical),
-            other => Err(format!(
-                "unknown severity '{other}'; use CRITICAL, HIGH, MEDIUM, LOW, UNKNOWN or none"
-            )),
-        }
+        let name = s.trim();
+        Severity::ALL
+            .into_iter()
+            .find(|severity| severity.as_str().eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                format!(
+                    "unknown severity '{}'; use CRITICAL, HIGH, MEDIUM, LOW, UNKNOWN or none",
+                    name.to_ascii_uppercase()
+                )
+            })
     }
 }
 
@@ -106,8 +117,8 @@ impl FromStr for FailOn {
 impl fmt::Display for FailOn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FailOn::AtOrAbove(Severity::Critical) => f.write_str("CRITICAL"),
-            FailOn::AtOrAbove(s) => write!(f, "{s} and above"),
+            // The threshold's name: messages read "at or above HIGH".
+            FailOn::AtOrAbove(s) => write!(f, "{s}"),
             FailOn::Disabled => f.write_str("none (gate disabled)"),
         }
     }
@@ -146,7 +157,11 @@ pub enum GateOutcome<'r> {
 
 /// Decides the verdict. trivy's own flags keep trivy's precedence (end of life first, then
 /// `--exit-code`); the gate applies when neither fired, and `--exit-code 0` never disables it.
-pub fn evaluate(report: &Report, fail_on: FailOn, trivy: TrivyExitFlags) -> GateOutcome<'_> {
+pub fn evaluate<'r>(
+    report: &'r Report<'_>,
+    fail_on: FailOn,
+    trivy: TrivyExitFlags,
+) -> GateOutcome<'r> {
     if let Some(code) = trivy.exit_on_eol.filter(|&c| c != 0)
         && report.os_end_of_life()
     {
@@ -157,7 +172,7 @@ pub fn evaluate(report: &Report, fail_on: FailOn, trivy: TrivyExitFlags) -> Gate
     {
         return GateOutcome::TrivyExitCode { code };
     }
-    let blocking: Vec<Finding<'_>> = report
+    let blocking: Vec<Finding<'r>> = report
         .findings()
         .filter(|f| fail_on.blocks(f.severity))
         .collect();
@@ -174,7 +189,7 @@ mod tests {
 
     const REPORT: &str = include_str!("../tests/data/report-alpine.json");
 
-    fn report(json: &str) -> Report {
+    fn report(json: &str) -> Report<'_> {
         Report::from_slice(json.as_bytes()).unwrap()
     }
 

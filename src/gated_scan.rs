@@ -3,10 +3,13 @@
 //! the summary goes to stderr.
 
 use crate::attempts::Attempts;
+use crate::baseline;
 use crate::exit_status::ExitStatus;
 use crate::gate;
 use crate::options::Options;
+use crate::publish;
 use crate::render;
+use crate::report;
 use crate::report::Report;
 use crate::retry::MirrorChain;
 use crate::say;
@@ -27,6 +30,15 @@ impl GatedScan<'_> {
         chains: &mut [MirrorChain],
     ) -> ExitStatus {
         let invocation = self.attempts.invocation;
+        let options = self.options;
+        let baseline = match options.baseline.as_ref().map(baseline::Baseline::load) {
+            None => None,
+            Some(Ok(baseline)) => Some(baseline),
+            Some(Err(err)) => {
+                say!("error: {err}");
+                return ExitStatus::Usage;
+            }
+        };
         let workdir = match tempfile::Builder::new().prefix("trivy-ecr-").tempdir() {
             Ok(dir) => dir,
             Err(err) => {
@@ -48,14 +60,41 @@ impl GatedScan<'_> {
             }
             end => return crate::end_of_passthrough(end),
         }
-        let report = match Report::from_path(&report_path) {
+        let report_bytes = match report::read(&report_path) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                say!("error: {err}");
+                return ExitStatus::TrivyFailed;
+            }
+        };
+        let report = match Report::from_slice(&report_bytes) {
             Ok(report) => report,
             Err(err) => {
                 say!("error: {err}");
                 return ExitStatus::TrivyFailed;
             }
         };
-        let verdict = gate::evaluate(&report, self.options.fail_on, invocation.exit_flags);
+        let verdict = gate::evaluate(&report, options.fail_on, invocation.exit_flags);
+        let (verdict, baseline) =
+            baseline::apply(baseline.as_ref(), &report, options.fail_on, verdict);
+        let db_source = self
+            .prefetched_from
+            .take()
+            .or_else(|| db_source(&outcome.log));
+        let summary_input = summary::SummaryInput {
+            report: &report,
+            outcome: &verdict,
+            fail_on: options.fail_on,
+            db_source: db_source.as_deref(),
+            degraded: &self.attempts.degraded,
+            quiet: invocation.quiet,
+            baseline: baseline.as_ref(),
+        };
+        let published = publish::publish(
+            &summary_input,
+            &report_path,
+            &publish::Destinations::new(options, std::env::var_os("GITHUB_STEP_SUMMARY")),
+        );
         if let Err(err) = render::render(supervisor, invocation, &report_path).await {
             return match err {
                 render::RenderError::Interrupted(signal) => ExitStatus::Signal(signal),
@@ -65,18 +104,10 @@ impl GatedScan<'_> {
                 }
             };
         }
-        let db_source = self.prefetched_from.or_else(|| db_source(&outcome.log));
-        eprint!(
-            "{}",
-            summary::render(&summary::SummaryInput {
-                report: &report,
-                outcome: &verdict,
-                fail_on: self.options.fail_on,
-                db_source: db_source.as_deref(),
-                degraded: &self.attempts.degraded,
-                quiet: invocation.quiet,
-            })
-        );
+        eprint!("{}", summary::render(&summary_input));
+        if !published {
+            return ExitStatus::TrivyFailed;
+        }
         match verdict {
             gate::GateOutcome::Passed => ExitStatus::Success,
             gate::GateOutcome::Failed { .. } => ExitStatus::GateFailed,

@@ -3,9 +3,11 @@
 //! the findings. This file wires the stages together; each concern lives in its own module.
 //!
 //! argv ─► Invocation ─► Options ─► locate trivy ─► prefetch (native DB download) ─► attempts
-//! (plan ─► supervisor ─► failure ─► retry) ─► Report ─► gate ─► render + summary ─► ExitStatus
+//! (plan ─► supervisor ─► failure ─► retry) ─► Report ─► gate (+ baseline) ─► CI outputs
+//! (publish) ─► render + summary ─► ExitStatus
 
 pub mod attempts;
+pub mod baseline;
 pub mod checks_bundle;
 pub mod db_archive;
 pub mod db_cache;
@@ -18,8 +20,10 @@ pub mod exit_status;
 pub mod failure;
 pub mod gate;
 pub mod gated_scan;
+pub mod github;
 pub mod help;
 pub mod invocation;
+pub mod junit;
 pub mod locate;
 pub mod logging;
 pub mod mirrors;
@@ -27,6 +31,7 @@ pub mod options;
 pub mod plan;
 pub mod prefetch;
 pub mod progress;
+pub mod publish;
 pub mod redact;
 pub mod registry_client;
 pub mod render;
@@ -132,6 +137,16 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
     };
     let mut supervisor = Supervisor::new(trivy, locate::nesting(env(locate::NESTING_VAR)), signals);
 
+    if !invocation.is_gated()
+        && let Some(note) = publish::unused_note(&invocation.own_flags)
+    {
+        say!("{note}");
+    }
+    if !invocation.is_gated()
+        && let Some(note) = publish::unused_note(&invocation.own_flags)
+    {
+        say!("{note}");
+    }
     let uses_db = matches!(invocation.command, Command::Scan(_) | Command::UsesDb(_))
         && !invocation.wants_help;
     if !uses_db {

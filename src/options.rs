@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::gate::FailOn;
-use crate::trivy_args::Flag;
+use crate::trivy_args::{Flag, is_own_boolean};
 
 /// One documented setting: its flag, its variable, what it means.
 pub struct Setting {
@@ -85,6 +85,34 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "the real trivy binary to run",
     },
     Setting {
+        flag: "--ecr-baseline",
+        env: "TRIVY_ECR_BASELINE",
+        value: "OLD.json",
+        default: "none",
+        meaning: "fail only on findings at or above the threshold that this earlier trivy JSON report does not have (same ID, package and target)",
+    },
+    Setting {
+        flag: "--ecr-junit",
+        env: "TRIVY_ECR_JUNIT",
+        value: "PATH",
+        default: "none",
+        meaning: "also write a JUnit XML report: a testsuite per target, a testcase per finding, a failure per blocking finding",
+    },
+    Setting {
+        flag: "--ecr-json",
+        env: "TRIVY_ECR_JSON",
+        value: "PATH",
+        default: "none",
+        meaning: "also write trivy's JSON report of the same scan",
+    },
+    Setting {
+        flag: "--ecr-github-annotations",
+        env: "TRIVY_ECR_GITHUB_ANNOTATIONS",
+        value: "[=true|false]",
+        default: "false",
+        meaning: "print ::error annotations for blocking findings and ::warning for those the baseline knows (GitHub Actions)",
+    },
+    Setting {
         flag: "--ecr-log",
         env: "TRIVY_ECR_LOG",
         value: "FILTER",
@@ -107,6 +135,21 @@ pub struct Options {
     pub max_db_age: Option<Duration>,
     pub trivy: Option<PathBuf>,
     pub log: Option<String>,
+    /// An earlier trivy JSON report whose findings do not fail the gate.
+    pub baseline: Option<FileSetting>,
+    /// Where to write the JUnit XML report.
+    pub junit: Option<PathBuf>,
+    /// Where to write a copy of trivy's JSON report.
+    pub json: Option<PathBuf>,
+    pub github_annotations: bool,
+}
+
+/// A file named by a setting, with the setting it came from (for error messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSetting {
+    /// `--ecr-baseline` or `TRIVY_ECR_BASELINE`.
+    pub from: String,
+    pub path: PathBuf,
 }
 
 impl Default for Options {
@@ -122,6 +165,10 @@ impl Default for Options {
             max_db_age: Some(Duration::from_secs(72 * 3600)),
             trivy: None,
             log: None,
+            baseline: None,
+            junit: None,
+            json: None,
+            github_annotations: false,
         }
     }
 }
@@ -163,10 +210,16 @@ impl Options {
                 .find(|s| s.flag == setting)
                 .expect("setting is declared");
             if let Some(flag) = flags.iter().rev().find(|f| f.name == s.flag[2..]) {
-                let value = flag
-                    .value
-                    .clone()
-                    .ok_or_else(|| UsageError(format!("{} needs a value ({})", s.flag, s.value)))?;
+                let value = match &flag.value {
+                    Some(value) => value.clone(),
+                    None if is_own_boolean(&flag.name) => OsString::from("true"),
+                    None => {
+                        return Err(UsageError(format!(
+                            "{} needs a value ({})",
+                            s.flag, s.value
+                        )));
+                    }
+                };
                 return Ok(Some((s.flag.to_string(), into_utf8(s.flag, value)?)));
             }
             match env(s.env) {
@@ -224,6 +277,20 @@ impl Options {
         if let Some((_, v)) = lookup("--ecr-log")? {
             options.log = Some(v);
         }
+        if let Some((from, v)) = lookup("--ecr-baseline")? {
+            let path = parse_path(&from, v)?;
+            options.baseline = Some(FileSetting { from, path });
+        }
+        if let Some((from, v)) = lookup("--ecr-junit")? {
+            options.junit = Some(parse_path(&from, v)?);
+        }
+        if let Some((from, v)) = lookup("--ecr-json")? {
+            options.json = Some(parse_path(&from, v)?);
+        }
+        if let Some((from, v)) = lookup("--ecr-github-annotations")? {
+            options.github_annotations = parse_bool(&v)
+                .ok_or_else(|| UsageError(format!("{from}={v}: expected true or false")))?;
+        }
         Ok(options)
     }
 }
@@ -245,6 +312,22 @@ fn into_utf8(name: &str, value: OsString) -> Result<String, UsageError> {
     value
         .into_string()
         .map_err(|_| UsageError(format!("{name} is not valid UTF-8")))
+}
+
+fn parse_path(from: &str, value: String) -> Result<PathBuf, UsageError> {
+    if value.trim().is_empty() {
+        return Err(UsageError(format!("{from} is empty; give a file path")));
+    }
+    Ok(PathBuf::from(value))
+}
+
+/// pflag's boolean spellings (`true`, `1`, `t`, `false`, `0`, `f`, any case).
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "t" | "1" => Some(true),
+        "false" | "f" | "0" => Some(false),
+        _ => None,
+    }
 }
 
 fn parse_chain(from: &str, value: &str) -> Result<Vec<String>, UsageError> {
@@ -352,6 +435,61 @@ mod tests {
         assert_eq!(o.max_db_age, Some(Duration::from_secs(3 * 86_400)));
         let o = Options::resolve(&[flag("ecr-max-db-age", "0")], &no_env).unwrap();
         assert_eq!(o.max_db_age, None);
+    }
+
+    #[test]
+    fn ci_outputs_and_baseline() {
+        let env = |k: &str| match k {
+            "TRIVY_ECR_BASELINE" => Some(OsString::from("old.json")),
+            "TRIVY_ECR_JSON" => Some(OsString::from("env.json")),
+            "TRIVY_ECR_GITHUB_ANNOTATIONS" => Some(OsString::from("true")),
+            _ => None,
+        };
+        let o = Options::resolve(&[flag("ecr-junit", "junit.xml")], &env).unwrap();
+        assert_eq!(
+            o.baseline,
+            Some(FileSetting {
+                from: "TRIVY_ECR_BASELINE".into(),
+                path: "old.json".into()
+            })
+        );
+        assert_eq!(o.junit, Some(PathBuf::from("junit.xml")));
+        assert_eq!(o.json, Some(PathBuf::from("env.json")));
+        assert!(o.github_annotations);
+        let bare = Flag {
+            name: "ecr-github-annotations".into(),
+            value: None,
+        };
+        assert!(
+            Options::resolve(&[bare], &no_env)
+                .unwrap()
+                .github_annotations
+        );
+        let off = flag("ecr-github-annotations", "FALSE");
+        assert!(!Options::resolve(&[off], &env).unwrap().github_annotations);
+        assert!(!Options::resolve(&[], &no_env).unwrap().github_annotations);
+    }
+
+    #[test]
+    fn bad_ci_settings_are_usage_errors() {
+        let cases = [
+            (
+                flag("ecr-github-annotations", "yes please"),
+                "--ecr-github-annotations=yes please: expected true or false",
+            ),
+            (flag("ecr-junit", ""), "--ecr-junit is empty"),
+            (
+                Flag {
+                    name: "ecr-baseline".into(),
+                    value: None,
+                },
+                "--ecr-baseline needs a value (OLD.json)",
+            ),
+        ];
+        for (f, expected) in cases {
+            let err = Options::resolve(&[f], &no_env).unwrap_err();
+            assert!(err.0.contains(expected), "{err} should contain {expected}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use crate::baseline::BaselineComparison;
 use crate::degraded::DegradedDb;
 use crate::gate::{FailOn, GateOutcome, Severity};
 use crate::report::Report;
@@ -11,7 +12,7 @@ use crate::report::Report;
 const MAX_LISTED: usize = 50;
 
 pub struct SummaryInput<'a> {
-    pub report: &'a Report,
+    pub report: &'a Report<'a>,
     pub outcome: &'a GateOutcome<'a>,
     pub fail_on: FailOn,
     /// Where the vulnerability DB came from this run, if it was downloaded.
@@ -20,6 +21,32 @@ pub struct SummaryInput<'a> {
     pub degraded: &'a [DegradedDb],
     /// Only the verdict and the blocking findings (trivy's `--quiet`).
     pub quiet: bool,
+    /// What `--ecr-baseline` changed, when given.
+    pub baseline: Option<&'a BaselineComparison<'a>>,
+}
+
+impl SummaryInput<'_> {
+    /// The number of findings of each severity (indexed by `Severity as usize`), for each
+    /// target that has any.
+    pub fn counts_per_target(&self) -> impl Iterator<Item = (&str, [usize; 5])> {
+        self.report.results.iter().filter_map(|result| {
+            let mut counts = [0usize; 5];
+            for finding in result.findings() {
+                counts[finding.severity as usize] += 1;
+            }
+            (counts.iter().sum::<usize>() > 0).then_some((result.target.as_ref(), counts))
+        })
+    }
+
+    /// "new " when a baseline decides what blocks, so the verdict says what it counts.
+    pub fn new_word(&self) -> &'static str {
+        if self.baseline.is_some() { "new " } else { "" }
+    }
+}
+
+/// `1 finding`, `2 new findings`: `noun` gets an `s` unless there is one.
+pub fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 pub fn render(input: &SummaryInput<'_>) -> String {
@@ -35,25 +62,13 @@ pub fn render(input: &SummaryInput<'_>) -> String {
             let _ = writeln!(out, "trivy-ecr: vulnerability DB downloaded from {source}");
         }
         let mut any = false;
-        for result in &input.report.results {
-            let mut counts = [0usize; 5];
-            for finding in result.findings() {
-                counts[finding.severity as usize] += 1;
-            }
-            if counts.iter().sum::<usize>() == 0 {
-                continue;
-            }
+        for (target, counts) in input.counts_per_target() {
             any = true;
             let per_severity: Vec<String> = Severity::ALL
                 .iter()
                 .map(|s| format!("{s} {}", counts[*s as usize]))
                 .collect();
-            let _ = writeln!(
-                out,
-                "trivy-ecr: {}: {}",
-                result.target,
-                per_severity.join(", ")
-            );
+            let _ = writeln!(out, "trivy-ecr: {target}: {}", per_severity.join(", "));
         }
         if !any {
             let _ = writeln!(
@@ -63,6 +78,18 @@ pub fn render(input: &SummaryInput<'_>) -> String {
             );
         }
     }
+    if let Some(comparison) = input.baseline
+        && input.fail_on != FailOn::Disabled
+    {
+        let _ = writeln!(
+            out,
+            "trivy-ecr: baseline {}: {} at or above {} already known (not blocking), {} fixed since",
+            comparison.baseline.path,
+            count(comparison.known, "finding"),
+            input.fail_on,
+            comparison.fixed_since
+        );
+    }
     match input.outcome {
         GateOutcome::Passed if input.fail_on == FailOn::Disabled => {
             let _ = writeln!(out, "trivy-ecr: gate disabled (fail-on: none)");
@@ -70,18 +97,19 @@ pub fn render(input: &SummaryInput<'_>) -> String {
         GateOutcome::Passed => {
             let _ = writeln!(
                 out,
-                "trivy-ecr: PASSED: nothing at or above {}",
+                "trivy-ecr: PASSED: nothing {}at or above {}",
+                input.new_word(),
                 input.fail_on
             );
         }
         GateOutcome::Failed { blocking } => {
-            let _ = writeln!(
-                out,
-                "trivy-ecr: {} finding{} at or above {}:",
-                blocking.len(),
-                if blocking.len() == 1 { "" } else { "s" },
+            let noun = format!("{}finding", input.new_word());
+            let what = format!(
+                "{} at or above {}",
+                count(blocking.len(), &noun),
                 input.fail_on
             );
+            let _ = writeln!(out, "trivy-ecr: {what}:");
             for finding in blocking.iter().take(MAX_LISTED) {
                 let _ = writeln!(out, "  {finding}");
             }
@@ -92,13 +120,7 @@ pub fn render(input: &SummaryInput<'_>) -> String {
                     blocking.len() - MAX_LISTED
                 );
             }
-            let _ = writeln!(
-                out,
-                "trivy-ecr: FAILED: {} finding{} at or above {} (exit 1)",
-                blocking.len(),
-                if blocking.len() == 1 { "" } else { "s" },
-                input.fail_on
-            );
+            let _ = writeln!(out, "trivy-ecr: FAILED: {what} (exit 1)");
         }
         GateOutcome::TrivyExitCode { code } => {
             let _ = writeln!(
@@ -134,6 +156,7 @@ mod tests {
             db_source: Some("public.ecr.aws/aquasecurity/trivy-db:2"),
             degraded: &[],
             quiet: false,
+            baseline: None,
         });
         let expected = "\
 trivy-ecr: vulnerability DB downloaded from public.ecr.aws/aquasecurity/trivy-db:2
@@ -142,6 +165,53 @@ trivy-ecr: 2 findings at or above CRITICAL:
   CRITICAL CVE-2099-0001 libcrypto3 3.1.4-r5 -> 3.1.4-r6 (127.0.0.1:5000/app:latest (alpine 3.19.1))
   CRITICAL CVE-2099-0002 busybox 1.36.1-r15 -> no fix yet (127.0.0.1:5000/app:latest (alpine 3.19.1))
 trivy-ecr: FAILED: 2 findings at or above CRITICAL (exit 1)
+";
+        assert_eq!(text, expected);
+    }
+
+    const BASELINE: &str = include_str!("../tests/data/baseline-alpine.json");
+
+    #[test]
+    fn baseline_summary_counts_known_and_fixed() {
+        let old = Report::from_slice(BASELINE.as_bytes()).unwrap();
+        let baseline = crate::baseline::Baseline::from_report("old.json".into(), &old);
+        let report = Report::from_slice(REPORT.as_bytes()).unwrap();
+        let outcome = evaluate(&report, FailOn::default(), TrivyExitFlags::default());
+        let (outcome, comparison) = baseline.apply(&report, FailOn::default(), outcome);
+        let text = render(&SummaryInput {
+            report: &report,
+            outcome: &outcome,
+            fail_on: FailOn::default(),
+            db_source: None,
+            degraded: &[],
+            quiet: true,
+            baseline: Some(&comparison),
+        });
+        let expected = "\
+trivy-ecr: baseline old.json: 1 finding at or above CRITICAL already known (not blocking), 1 fixed since
+trivy-ecr: 1 new finding at or above CRITICAL:
+  CRITICAL CVE-2099-0002 busybox 1.36.1-r15 -> no fix yet (127.0.0.1:5000/app:latest (alpine 3.19.1))
+trivy-ecr: FAILED: 1 new finding at or above CRITICAL (exit 1)
+";
+        assert_eq!(text, expected);
+
+        // Everything at or above HIGH that is left is known: the gate passes.
+        let high = FailOn::AtOrAbove(Severity::High);
+        let itself = crate::baseline::Baseline::from_report("same.json".into(), &report);
+        let outcome = evaluate(&report, high, TrivyExitFlags::default());
+        let (outcome, comparison) = itself.apply(&report, high, outcome);
+        let text = render(&SummaryInput {
+            report: &report,
+            outcome: &outcome,
+            fail_on: high,
+            db_source: None,
+            degraded: &[],
+            quiet: true,
+            baseline: Some(&comparison),
+        });
+        let expected = "\
+trivy-ecr: baseline same.json: 3 findings at or above HIGH already known (not blocking), 0 fixed since
+trivy-ecr: PASSED: nothing new at or above HIGH
 ";
         assert_eq!(text, expected);
     }
@@ -161,6 +231,7 @@ trivy-ecr: FAILED: 2 findings at or above CRITICAL (exit 1)
                 limit: std::time::Duration::from_secs(72 * 3600),
             }],
             quiet: true,
+            baseline: None,
         });
         assert_eq!(
             text,

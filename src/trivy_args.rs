@@ -128,6 +128,15 @@ const SHORT_FLAGS: &[(u8, &str)] = &[
 /// Prefix of trivy-ecr's own flags; trivy has none that start with it.
 pub const OWN_FLAG_PREFIX: &str = "ecr-";
 
+/// trivy-ecr's own flags that are booleans: `--name` alone means true, `--name=false` false,
+/// as pflag reads booleans. Every other own flag takes a value.
+const OWN_BOOLEAN_FLAGS: &[&str] = &["ecr-github-annotations"];
+
+/// Whether trivy-ecr's own flag `--name` is a boolean (takes no separate value).
+pub fn is_own_boolean(long_name: &str) -> bool {
+    OWN_BOOLEAN_FLAGS.contains(&long_name)
+}
+
 /// Whether trivy's flag `--name` takes a value.
 pub fn takes_value(long_name: &str) -> bool {
     VALUE_FLAGS.binary_search(&long_name).is_ok()
@@ -194,7 +203,11 @@ pub fn parse(tokens: &[OsString]) -> Vec<Arg> {
             let (name, inline) = split_inline_value(body);
             let name = String::from_utf8_lossy(name).into_owned();
             let own = name.starts_with(OWN_FLAG_PREFIX);
-            let needs_value = own || takes_value(&name);
+            let needs_value = if own {
+                !is_own_boolean(&name)
+            } else {
+                takes_value(&name)
+            };
             let mut raw = vec![token.clone()];
             let value = match inline {
                 Some(v) => Some(v),
@@ -453,15 +466,26 @@ mod tests {
     }
 
     #[test]
-    fn own_flags_always_take_a_value() {
+    fn own_flags_take_a_value_except_booleans() {
         let args = parse(&os(&[
             "--ecr-fail-on",
             "HIGH",
             "--ecr-max-wait=30s",
+            "--ecr-github-annotations",
             "image",
+            "--ecr-github-annotations=false",
+            "--ecr-junit",
+            "j.xml",
         ]));
         assert_eq!(args[0], Arg::Own(flag("ecr-fail-on", Some("HIGH"))));
         assert_eq!(args[1], Arg::Own(flag("ecr-max-wait", Some("30s"))));
+        assert_eq!(args[2], Arg::Own(flag("ecr-github-annotations", None)));
+        assert_eq!(args[3], Arg::Positional("image".into()));
+        assert_eq!(
+            args[4],
+            Arg::Own(flag("ecr-github-annotations", Some("false")))
+        );
+        assert_eq!(args[5], Arg::Own(flag("ecr-junit", Some("j.xml"))));
     }
 
     #[test]

@@ -723,9 +723,18 @@ fn every_mirror_throttled_scans_with_a_recent_cached_db_and_says_so() {
     let (run, mirror, _) = warmed_up(&scene);
     let healthy_findings = run.report().findings();
     age_cached_db(&run.cache(), "db", 2, hours(10));
-    let status = run.command(&[], &["db", "status", "--cache-dir", run.cache().to_str().unwrap()]).output().unwrap();
+    let status = run
+        .command(
+            &[],
+            &["db", "status", "--cache-dir", run.cache().to_str().unwrap()],
+        )
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(text.contains("fallback:    usable if every mirror fails: 10h old, limit 3days"), "{text}");
+    assert!(
+        text.contains("fallback:    usable if every mirror fails: 10h old, limit 3days"),
+        "{text}"
+    );
     let before = mirror.requests().len();
     let out = run.scan(
         &[db_repo(&mirror)],
