@@ -53,7 +53,7 @@ fn main() {
     let gated = start.elapsed();
     if let Some(junit_path) = junit_path {
         let mut out = BufWriter::new(std::fs::File::create(junit_path).expect("create"));
-        junit::write(&mut out, &report, fail_on, baseline.as_ref()).expect("write JUnit");
+        junit::write(&mut out, &report, fail_on, baseline.as_ref(), &[]).expect("write JUnit");
         out.flush().expect("flush");
     }
     let published = start.elapsed();

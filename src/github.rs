@@ -98,6 +98,13 @@ pub fn step_summary(input: &SummaryInput<'_>) -> String {
         findings_table(&mut md, input);
     }
 
+    for db in input.degraded {
+        let _ = writeln!(
+            md,
+            "\n> **Degraded mode:** {}; no mirror delivered a fresh one, so the scan used it.",
+            cell(&db.to_string())
+        );
+    }
     let _ = match input.db_source {
         Some(source) => writeln!(
             md,

@@ -10,6 +10,7 @@
 use std::io::{self, Write};
 
 use crate::baseline::Baseline;
+use crate::degraded::DegradedDb;
 use crate::gate::FailOn;
 use crate::report::{Finding, FindingKind, Report};
 
@@ -47,6 +48,7 @@ pub fn write(
     report: &Report<'_>,
     fail_on: FailOn,
     baseline: Option<&Baseline>,
+    degraded: &[DegradedDb],
 ) -> io::Result<()> {
     let case = |finding: &Finding<'_>| {
         if !fail_on.blocks(finding.severity) {
@@ -92,12 +94,27 @@ pub fn write(
         out.write_all(b"\"")?;
         counts_attributes(out, *counts)?;
         out.write_all(b">\n")?;
+        degraded_properties(out, degraded)?;
         for finding in result.findings() {
             testcase(out, &finding, case(&finding), baseline)?;
         }
         out.write_all(b"  </testsuite>\n")?;
     }
     out.write_all(b"</testsuites>\n")
+}
+
+/// Degraded mode, where report viewers show it: one `trivy-ecr.degraded` property per DB.
+fn degraded_properties(out: &mut impl Write, degraded: &[DegradedDb]) -> io::Result<()> {
+    if degraded.is_empty() {
+        return Ok(());
+    }
+    out.write_all(b"    <properties>\n")?;
+    for db in degraded {
+        out.write_all(b"      <property name=\"trivy-ecr.degraded\" value=\"")?;
+        escape(out, &db.to_string(), true)?;
+        out.write_all(b"\"/>\n")?;
+    }
+    out.write_all(b"    </properties>\n")
 }
 
 fn artifact_name<'r>(report: &'r Report<'_>) -> &'r str {
@@ -252,7 +269,7 @@ mod tests {
               {"ID":"DS002","Title":"root user","Severity":"HIGH","Status":"FAIL"}]}]}"#;
         let report = Report::from_slice(json.as_bytes()).unwrap();
         let mut out = Vec::new();
-        write(&mut out, &report, FailOn::default(), None).unwrap();
+        write(&mut out, &report, FailOn::default(), None, &[]).unwrap();
         let expected = r#"<?xml version="1.0" encoding="UTF-8"?>
 <testsuites name="app:1" tests="3" failures="1" errors="0" skipped="0" time="0">
   <testsuite name="app:1 (alpine 3.19.1)" tests="2" failures="1" errors="0" skipped="0" time="0">
@@ -273,10 +290,32 @@ Target: app:1 (alpine 3.19.1)
     }
 
     #[test]
+    fn degraded_mode_is_a_property_of_every_suite() {
+        let json = r#"{"SchemaVersion":2,"ArtifactName":"app:1","Results":[
+            {"Target":"t","Vulnerabilities":[{"VulnerabilityID":"CVE-1","PkgName":"p","Severity":"LOW"}]}]}"#;
+        let report = Report::from_slice(json.as_bytes()).unwrap();
+        let degraded = [DegradedDb {
+            kind: crate::mirrors::DbKind::Vulnerability,
+            age: std::time::Duration::from_secs(10 * 3600),
+            limit: std::time::Duration::from_secs(72 * 3600),
+        }];
+        let mut out = Vec::new();
+        write(&mut out, &report, FailOn::default(), None, &degraded).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(r#"    <properties>
+      <property name="trivy-ecr.degraded" value="the cached vulnerability DB is 10h old (limit 3days)"/>
+    </properties>
+    <testcase name="CVE-1 p""#),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn an_empty_scan_still_names_the_artifact() {
         let report = Report::from_slice(br#"{"SchemaVersion":2,"ArtifactName":"app:1"}"#).unwrap();
         let mut out = Vec::new();
-        write(&mut out, &report, FailOn::default(), None).unwrap();
+        write(&mut out, &report, FailOn::default(), None, &[]).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.contains(r#"<testsuite name="app:1" tests="0" failures="0" errors="0" skipped="0" time="0"/>"#),

@@ -86,7 +86,7 @@ pub fn publish(input: &SummaryInput<'_>, report_path: &Path, to: &Destinations<'
     if let Some(path) = to.junit {
         let baseline = input.baseline.map(|c| c.baseline);
         let written = write_file(path, |file| {
-            junit::write(file, input.report, input.fail_on, baseline)
+            junit::write(file, input.report, input.fail_on, baseline, input.degraded)
         });
         if let Err(err) = written {
             failed(format!("the JUnit report {}", path.display()), err);
