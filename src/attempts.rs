@@ -50,7 +50,10 @@ impl Attempts<'_> {
                 }
             };
             let code = match outcome.end {
-                RunEnd::Exited(0) | RunEnd::Killed(_) | RunEnd::Interrupted(_) => {
+                RunEnd::Exited(0)
+                | RunEnd::Killed(_)
+                | RunEnd::Interrupted(_)
+                | RunEnd::TimedOut(_) => {
                     return Ok(outcome);
                 }
                 RunEnd::Exited(code) => code,

@@ -143,14 +143,17 @@ async fn pull(
     env: Env<'_>,
 ) -> ExitStatus {
     let policy = RetryPolicy::new(options.max_attempts, options.max_wait);
-    let mut client =
-        match RegistryClient::new(DockerConfig::load(env), Timeouts::default(), insecure) {
-            Ok(client) => client,
-            Err(err) => {
-                crate::say!("error: {err}");
-                return ExitStatus::TrivyFailed;
-            }
-        };
+    let mut client = match RegistryClient::new(
+        DockerConfig::load(env),
+        Timeouts::uniform(options.http_timeout),
+        insecure,
+    ) {
+        Ok(client) => client,
+        Err(err) => {
+            crate::say!("error: {err}");
+            return ExitStatus::TrivyFailed;
+        }
+    };
     for &kind in kinds {
         let repositories = options.repositories(kind);
         let mut chain = MirrorChain::new(kind, repositories, true, &policy);

@@ -26,8 +26,16 @@ use crate::supervisor::Signals;
 
 /// Largest compressed layer accepted (trivy's Java DB is the biggest, well under this).
 pub const MAX_LAYER_BYTES: u64 = 4 << 30;
-/// Largest unpacked DB accepted.
+/// Largest unpacked DB accepted, whatever the layer's size.
 pub const MAX_UNPACKED_BYTES: u64 = 16 << 30;
+
+/// How much a layer may unpack to: 64 times its size (trivy's DBs compress about 4–15×), at
+/// least 64 MiB, at most [`MAX_UNPACKED_BYTES`]. A tar bomb stops at the limit.
+pub fn unpack_limit(layer_size: u64) -> u64 {
+    layer_size
+        .saturating_mul(64)
+        .clamp(64 << 20, MAX_UNPACKED_BYTES)
+}
 
 pub fn layer_media_type(kind: DbKind) -> &'static str {
     match kind {
@@ -285,13 +293,14 @@ async fn pull_once(
     }
     fs::create_dir(staging.db_dir())?;
     let (blob, dir) = (blob_path.clone(), staging.db_dir());
+    let limit = unpack_limit(layer.size);
     let unpacked = tokio::task::spawn_blocking(move || match kind {
         DbKind::Checks => {
             let content = dir.join("content");
             fs::create_dir(&content).map_err(|e| ArchiveError::Damaged(e.to_string()))?;
-            checks_bundle::extract_tree(&blob, &content, MAX_UNPACKED_BYTES)
+            checks_bundle::extract_tree(&blob, &content, limit)
         }
-        _ => db_archive::extract(kind, &blob, &dir, MAX_UNPACKED_BYTES),
+        _ => db_archive::extract(kind, &blob, &dir, limit),
     })
     .await
     .map_err(|e| FetchError::Local(std::io::Error::other(e)))?;
@@ -313,4 +322,16 @@ async fn pull_once(
     }
     staging.install(location, SystemTime::now())?;
     Ok((layer.size, layer.digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unpack_limits_scale_with_the_layer() {
+        assert_eq!(unpack_limit(1024), 64 << 20);
+        assert_eq!(unpack_limit(60 << 20), (60 * 64) << 20);
+        assert_eq!(unpack_limit(1 << 30), MAX_UNPACKED_BYTES);
+    }
 }

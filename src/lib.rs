@@ -136,6 +136,7 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
         }
     };
     let mut supervisor = Supervisor::new(trivy, locate::nesting(env(locate::NESTING_VAR)), signals);
+    supervisor.deadline = options.timeout;
 
     if !invocation.is_gated()
         && let Some(note) = publish::unused_note(&invocation.own_flags)
@@ -176,7 +177,7 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
         &kinds,
         &mut chains,
         policy,
-        options.max_db_age,
+        &options,
         &mut supervisor.signals,
         &env,
     )
@@ -254,5 +255,12 @@ pub(crate) fn end_of_passthrough(end: RunEnd) -> ExitStatus {
             ExitStatus::Signal(signal)
         }
         RunEnd::Interrupted(signal) => ExitStatus::Signal(signal),
+        RunEnd::TimedOut(limit) => {
+            say!(
+                "error: trivy did not finish within {} (TRIVY_ECR_TIMEOUT) and was stopped; raise TRIVY_ECR_TIMEOUT if the scan needs longer, or look above for a registry that stalls",
+                humantime::format_duration(limit)
+            );
+            ExitStatus::TrivyFailed
+        }
     }
 }

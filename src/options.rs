@@ -78,6 +78,20 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "when no mirror delivers a fresh DB, scan with the cached one if it was built no longer ago than this (e.g. 24h, 3d); 0 turns degraded mode off",
     },
     Setting {
+        flag: "--ecr-timeout",
+        env: "TRIVY_ECR_TIMEOUT",
+        value: "DURATION",
+        default: "30m",
+        meaning: "the longest one trivy run may take; then SIGTERM to it, 10s grace, SIGKILL (exit 5); 0 for no limit",
+    },
+    Setting {
+        flag: "--ecr-http-timeout",
+        env: "TRIVY_ECR_HTTP_TIMEOUT",
+        value: "DURATION",
+        default: "30s",
+        meaning: "native downloads: how long to wait for a connection or for the next bytes before trying the next mirror",
+    },
+    Setting {
         flag: "--ecr-trivy",
         env: "TRIVY_ECR_TRIVY",
         value: "PATH",
@@ -133,6 +147,10 @@ pub struct Options {
     pub max_wait: Duration,
     /// Degraded mode's limit on the cached DB's age; `None` when off.
     pub max_db_age: Option<Duration>,
+    /// The longest one trivy run may take; `None` for no limit.
+    pub timeout: Option<Duration>,
+    /// Connect and read timeout of native downloads.
+    pub http_timeout: Duration,
     pub trivy: Option<PathBuf>,
     pub log: Option<String>,
     /// An earlier trivy JSON report whose findings do not fail the gate.
@@ -163,6 +181,8 @@ impl Default for Options {
             max_attempts: 5,
             max_wait: Duration::from_secs(120),
             max_db_age: Some(Duration::from_secs(72 * 3600)),
+            timeout: Some(Duration::from_secs(30 * 60)),
+            http_timeout: Duration::from_secs(30),
             trivy: None,
             log: None,
             baseline: None,
@@ -260,6 +280,19 @@ impl Options {
         if let Some((from, v)) = lookup("--ecr-max-db-age")? {
             let age = parse_duration(&v).map_err(|e| UsageError(format!("{from}={v}: {e}")))?;
             options.max_db_age = (!age.is_zero()).then_some(age);
+        }
+        if let Some((from, v)) = lookup("--ecr-timeout")? {
+            let limit = parse_duration(&v).map_err(|e| UsageError(format!("{from}={v}: {e}")))?;
+            options.timeout = (!limit.is_zero()).then_some(limit);
+        }
+        if let Some((from, v)) = lookup("--ecr-http-timeout")? {
+            let limit = parse_duration(&v).map_err(|e| UsageError(format!("{from}={v}: {e}")))?;
+            if limit.is_zero() {
+                return Err(UsageError(format!(
+                    "{from}={v}: must be more than zero (e.g. 30s)"
+                )));
+            }
+            options.http_timeout = limit;
         }
         if let Some((from, v)) = lookup("--ecr-prefetch")? {
             options.prefetch = match v.trim().to_ascii_lowercase().as_str() {

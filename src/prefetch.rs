@@ -81,7 +81,7 @@ pub async fn run(
     kinds: &[DbKind],
     chains: &mut [MirrorChain],
     policy: RetryPolicy,
-    max_db_age: Option<std::time::Duration>,
+    options: &Options,
     signals: &mut Signals,
     env: Env<'_>,
 ) -> Result<Prefetched, ExitStatus> {
@@ -92,7 +92,7 @@ pub async fn run(
     let cache_dir = cache_dir(invocation, env);
     let mut client = RegistryClient::new(
         DockerConfig::load(env),
-        Timeouts::default(),
+        Timeouts::uniform(options.http_timeout),
         invocation.insecure,
     )
     .map_err(|err| {
@@ -125,7 +125,7 @@ pub async fn run(
                 }
             }
             Err(FetchStop::Unavailable(message)) => {
-                let degraded = fall_back(kind, &cache_dir, max_db_age, &message)?;
+                let degraded = fall_back(kind, &cache_dir, options.max_db_age, &message)?;
                 match kind {
                     DbKind::Vulnerability => prefetched.skip_db_update = true,
                     DbKind::Java => prefetched.skip_java_db_update = true,

@@ -210,11 +210,12 @@ pub struct Timeouts {
     pub read: Duration,
 }
 
-impl Default for Timeouts {
-    fn default() -> Self {
+impl Timeouts {
+    /// One limit for both (`TRIVY_ECR_HTTP_TIMEOUT`).
+    pub fn uniform(limit: Duration) -> Timeouts {
         Timeouts {
-            connect: Duration::from_secs(10),
-            read: Duration::from_secs(30),
+            connect: limit,
+            read: limit,
         }
     }
 }

@@ -64,6 +64,8 @@ pub enum RenderError {
     Convert { format: String, code: i32 },
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    #[error("trivy convert did not finish within {} (TRIVY_ECR_TIMEOUT) and was stopped", humantime::format_duration(*.0))]
+    TimedOut(std::time::Duration),
     /// trivy-ecr was interrupted while rendering.
     #[error("interrupted by {0}")]
     Interrupted(i32),
@@ -157,6 +159,7 @@ async fn run_convert(
             code: 128 + signal,
         }),
         RunEnd::Interrupted(signal) => Err(RenderError::Interrupted(signal)),
+        RunEnd::TimedOut(limit) => Err(RenderError::TimedOut(limit)),
     }
 }
 

@@ -2,12 +2,16 @@
 //! forwards signals, and reports how it ended (exit code, or the signal that killed it).
 //!
 //! Signal rules (as uv's `child.rs`): SIGTERM is always forwarded (CI runners such as CodeBuild
-//! send it on timeout); SIGINT only when the terminal did not already deliver it to trivy, which
-//! shares trivy-ecr's process group. Once trivy-ecr has received either, it ends with 128+N
-//! after trivy has exited, whatever trivy's own status.
+//! send it on timeout); SIGINT only when the terminal did not already deliver it to trivy. Once
+//! trivy-ecr has received either, it ends with 128+N after trivy has exited, whatever trivy's
+//! own status.
+//!
+//! Without a terminal (CI), trivy runs in a process group of its own, so a run past its
+//! deadline is stopped as a group (as nextest does): SIGTERM, a grace period, SIGKILL. On a
+//! terminal trivy stays in trivy-ecr's group, so Ctrl-C and `--password-stdin` keep working.
 
 use std::ffi::OsString;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -33,6 +37,8 @@ pub enum RunEnd {
     Killed(i32),
     /// trivy-ecr received this terminating signal; trivy was told and has ended.
     Interrupted(i32),
+    /// trivy ran past the deadline and was stopped.
+    TimedOut(Duration),
 }
 
 /// A finished run: how it ended and the log lines worth reading.
@@ -86,6 +92,10 @@ pub struct Supervisor {
     pub trivy: PathBuf,
     nesting: u32,
     pub signals: Signals,
+    /// The longest one trivy run may take; `None` for no limit.
+    pub deadline: Option<Duration>,
+    /// Between SIGTERM and SIGKILL when the deadline passes.
+    pub grace: Duration,
 }
 
 impl Supervisor {
@@ -94,6 +104,8 @@ impl Supervisor {
             trivy,
             nesting,
             signals,
+            deadline: None,
+            grace: Duration::from_secs(10),
         }
     }
 
@@ -104,32 +116,63 @@ impl Supervisor {
     /// Runs trivy with `args`, stdin and stdout inherited, stderr streamed through.
     pub async fn run(&mut self, args: &[OsString]) -> Result<RunOutcome, SpawnError> {
         tracing::debug!(command = %crate::redact::command_line(&self.trivy, args), "running trivy");
-        let mut child = Command::new(&self.trivy)
+        let own_group = !io::stdin().is_terminal();
+        let mut command = Command::new(&self.trivy);
+        command
             .args(args)
             .env(NESTING_VAR, (self.nesting + 1).to_string())
             .stdin(Stdio::inherit())
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| SpawnError {
-                path: self.trivy.display().to_string(),
-                source,
-            })?;
-        let pid = child.id().map(|id| Pid::from_raw(id as i32));
+            .kill_on_drop(true);
+        if own_group {
+            command.process_group(0);
+        }
+        let mut child = command.spawn().map_err(|source| SpawnError {
+            path: self.trivy.display().to_string(),
+            source,
+        })?;
+        let target = child.id().map(|id| Target {
+            pid: Pid::from_raw(id as i32),
+            own_group,
+        });
         let stderr = child.stderr.take().expect("stderr is piped");
         let pump = tokio::spawn(pump_stderr(stderr));
 
         let mut received: Option<Signal> = None;
+        let mut timed_out = None;
+        let deadline = tokio::time::sleep(self.deadline.unwrap_or(Duration::MAX / 4));
+        tokio::pin!(deadline);
+        let mut killed_at: Option<tokio::time::Instant> = None;
         let status = loop {
+            let kill_after = tokio::time::sleep_until(
+                killed_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::MAX / 4),
+            );
             tokio::select! {
                 status = child.wait() => break status,
                 signal = self.signals.recv() => {
                     received.get_or_insert(signal);
-                    if should_forward(signal) && let Some(pid) = pid {
+                    if let Some(target) = target
+                        && (own_group || should_forward(signal))
+                    {
                         tracing::debug!(?signal, "forwarding signal to trivy");
-                        let _ = kill(pid, signal);
+                        target.send(signal);
                     }
+                }
+                () = &mut deadline, if timed_out.is_none() && self.deadline.is_some() => {
+                    timed_out = self.deadline;
+                    tracing::debug!("trivy ran past its deadline; SIGTERM");
+                    if let Some(target) = target {
+                        target.send(Signal::SIGTERM);
+                    }
+                    killed_at = Some(tokio::time::Instant::now() + self.grace);
+                }
+                () = kill_after, if killed_at.is_some() => {
+                    tracing::debug!("trivy outlived its grace period; SIGKILL");
+                    if let Some(target) = target {
+                        target.send(Signal::SIGKILL);
+                    }
+                    killed_at = None;
                 }
             }
         };
@@ -144,6 +187,8 @@ impl Supervisor {
         };
         let end = if let Some(signal) = received {
             RunEnd::Interrupted(signal as i32)
+        } else if let Some(limit) = timed_out {
+            RunEnd::TimedOut(limit)
         } else {
             use std::os::unix::process::ExitStatusExt;
             match (status.code(), status.signal()) {
@@ -153,6 +198,23 @@ impl Supervisor {
             }
         };
         Ok(RunOutcome { end, log })
+    }
+}
+
+/// Where signals for one trivy run go: its process group when it has its own, else trivy.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    pid: Pid,
+    own_group: bool,
+}
+
+impl Target {
+    fn send(self, signal: Signal) {
+        let _ = if self.own_group {
+            nix::sys::signal::killpg(self.pid, signal)
+        } else {
+            kill(self.pid, signal)
+        };
     }
 }
 
