@@ -13,7 +13,8 @@
 //! - `FAKE_TRIVY_EXIT`: exit code after a successful scan (default 0); `FAKE_TRIVY_FATAL`: a
 //!   FATAL message to print before exiting 1 instead of scanning.
 //! - `FAKE_TRIVY_HANG`: `1` to wait for a signal (printing trivy's shutdown line, recording it
-//!   in `FAKE_TRIVY_SIGNALS`, exiting 1); `FAKE_TRIVY_DIE`: signal number to kill itself with.
+//!   in `FAKE_TRIVY_SIGNALS`, exiting 1; with `FAKE_TRIVY_IGNORE_TERM` it ignores SIGTERM);
+//!   `FAKE_TRIVY_DIE`: signal number to kill itself with.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -297,6 +298,16 @@ fn convert(args: &[String]) {
 }
 
 fn hang() -> ! {
+    if env("FAKE_TRIVY_IGNORE_TERM").is_some() {
+        // A trivy that ignores SIGTERM: only SIGKILL ends it.
+        unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+        if let Some(ready) = env("FAKE_TRIVY_READY") {
+            std::fs::write(ready, "ready").unwrap();
+        }
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
     let mut set = nix::sys::signal::SigSet::empty();
     set.add(nix::sys::signal::Signal::SIGTERM);
     set.add(nix::sys::signal::Signal::SIGINT);

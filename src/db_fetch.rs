@@ -242,10 +242,12 @@ fn announce(
     chain: &MirrorChain,
     budget: &RetryBudget,
 ) {
-    let detail = match cause {
-        Cause::Other(_) | Cause::BadArtifact(_) => format!("{cause}"),
-        _ => format!("{cause}: {err}"),
+    // Statuses are described by their cause; transport errors say more in their own words.
+    let detail = match err {
+        FetchError::Transport(text, _) => format!("{cause}: {text}"),
+        _ => cause.to_string(),
     };
+
     match chain.next_ready(Instant::now()) {
         Some((next, wait)) if budget.attempts < budget.policy.max_attempts => crate::say!(
             "{kind}: {repository} {detail}; trying {next} in {:.1}s (attempt {}/{})",

@@ -45,6 +45,7 @@ pub mod trivy_config;
 pub mod trivy_version;
 
 use std::ffi::OsString;
+use std::time::Duration;
 
 use attempts::Attempts;
 use exit_status::ExitStatus;
@@ -137,6 +138,10 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
     };
     let mut supervisor = Supervisor::new(trivy, locate::nesting(env(locate::NESTING_VAR)), signals);
     supervisor.deadline = options.timeout;
+    if let Some(limit) = options.timeout {
+        // A tenth of the timeout, between 1 and 10 seconds, for trivy to shut down cleanly.
+        supervisor.grace = (limit / 10).clamp(Duration::from_secs(1), Duration::from_secs(10));
+    }
 
     if !invocation.is_gated()
         && let Some(note) = publish::unused_note(&invocation.own_flags)

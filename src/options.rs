@@ -82,7 +82,7 @@ pub const SETTINGS: &[Setting] = &[
         env: "TRIVY_ECR_TIMEOUT",
         value: "DURATION",
         default: "30m",
-        meaning: "the longest one trivy run may take; then SIGTERM to it, 10s grace, SIGKILL (exit 5); 0 for no limit",
+        meaning: "the longest one trivy run may take; then SIGTERM to it, a grace of a tenth of this (1-10s), SIGKILL (exit 5); 0 for no limit",
     },
     Setting {
         flag: "--ecr-http-timeout",

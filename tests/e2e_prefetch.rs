@@ -2,9 +2,12 @@
 //! trivy scanning afterwards with `--skip-db-update`: cold and fresh caches, failover, Retry-After,
 //! damaged downloads, concurrency, token auth and docker credentials.
 
+mod native;
 mod rig;
 
-use std::path::{Path, PathBuf};
+use native::{Run, Scene, blob_gets, db_repo, output_within, staging_leftovers, stderr};
+
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,123 +15,6 @@ use rig::image::Image;
 use rig::proxy::{Fault, FaultProxy, When, refused_addr};
 use rig::registry::Registry;
 use rig::trivy_db::{self, DbSpec};
-
-/// A registry holding the fixture's DB and image, and a proxy in front of it posing as a mirror.
-struct Scene {
-    registry: Registry,
-}
-
-impl Scene {
-    fn start() -> Scene {
-        let registry = Registry::start();
-        let client = registry.client();
-        client.push_trivy_db("trivy-db", "2", &trivy_db::db_tar_gz(&DbSpec::fresh()));
-        Image::alpine().push(&client, "app", "latest");
-        Scene { registry }
-    }
-
-    fn mirror(&self) -> FaultProxy {
-        FaultProxy::start(self.registry.addr())
-    }
-
-    fn image(&self) -> String {
-        format!("{}/app:latest", self.registry.host_port())
-    }
-}
-
-fn db_repo(mirror: &FaultProxy) -> String {
-    format!("{}/trivy-db:2", mirror.host_port())
-}
-
-/// One hermetic trivy-ecr run: its own home and cache, only what the test sets in the env.
-struct Run {
-    dir: tempfile::TempDir,
-}
-
-impl Run {
-    fn new() -> Run {
-        Run {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn cache(&self) -> PathBuf {
-        self.dir.path().join("cache")
-    }
-
-    fn command(&self, chain: &[String], args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trivy-ecr"));
-        cmd.env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", self.dir.path())
-            .env("TRIVY_ECR_TRIVY", rig::tools::trivy())
-            .env("TRIVY_ECR_DB_REPOSITORIES", chain.join(","))
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .args(args);
-        cmd
-    }
-
-    fn scan(&self, chain: &[String], image: &str, env: &[(&str, &str)]) -> Output {
-        let cache = self.cache();
-        let mut cmd = self.command(
-            chain,
-            &[
-                "image",
-                "--cache-dir",
-                cache.to_str().unwrap(),
-                "--skip-version-check",
-                "--disable-telemetry",
-                "--scanners",
-                "vuln",
-                "--format",
-                "json",
-                "--output",
-                "report.json",
-                image,
-            ],
-        );
-        cmd.envs(env.iter().copied());
-        output_within(cmd, Duration::from_secs(120))
-    }
-
-    fn report(&self) -> rig::report::Report {
-        rig::report::Report::parse(
-            &std::fs::read_to_string(self.dir.path().join("report.json")).unwrap(),
-        )
-    }
-}
-
-fn output_within(mut cmd: Command, limit: Duration) -> Output {
-    let ran = rig::run::run_bounded(&mut cmd, limit);
-    Output {
-        status: ran.status,
-        stdout: ran.stdout.into_bytes(),
-        stderr: ran.stderr.into_bytes(),
-    }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn blob_gets(mirror: &FaultProxy) -> usize {
-    mirror
-        .requests()
-        .iter()
-        .filter(|r| r.method == "GET" && r.path.contains("/trivy-db/blobs/"))
-        .count()
-}
-
-fn staging_leftovers(cache: &Path) -> Vec<String> {
-    std::fs::read_dir(cache)
-        .map(|dir| {
-            dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(".trivy-ecr-staging"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 #[test]
 fn cold_cache_one_pull_then_trivy_scans_with_skip_db_update() {
