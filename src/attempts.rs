@@ -49,20 +49,19 @@ impl Attempts<'_> {
                     return Err(ExitStatus::TrivyNotStarted);
                 }
             };
-            let code = match outcome.end {
-                RunEnd::Exited(0)
-                | RunEnd::Killed(_)
-                | RunEnd::Interrupted(_)
-                | RunEnd::TimedOut(_) => {
+            let diagnosis = match outcome.end {
+                RunEnd::Exited(0) | RunEnd::Killed(_) | RunEnd::Interrupted(_) => {
                     return Ok(outcome);
                 }
-                RunEnd::Exited(code) => code,
+                RunEnd::Exited(_) => failure::diagnose(&outcome.log),
+                // Stopped at the deadline while a mirror stalled a download: that mirror timed out.
+                RunEnd::TimedOut(_) => failure::diagnose_stall(&outcome.log),
             };
-            let Some(failure) = failure::diagnose(&outcome.log) else {
+            let Some(failure) = diagnosis else {
                 return Ok(outcome);
             };
             if !failure.is_retryable() {
-                tracing::debug!(?failure, code, "DB failure that no mirror or wait can cure");
+                tracing::debug!(?failure, "DB failure that no mirror or wait can cure");
                 return Ok(outcome);
             }
             let now = Instant::now();

@@ -239,6 +239,31 @@ fn record(mirrors: &mut Vec<MirrorFailure>, repository: Option<String>, cause: C
     }
 }
 
+/// A run stopped at its deadline: if trivy was still downloading a DB (its last download line
+/// names a repository and nothing says it finished), that mirror stalled.
+pub fn diagnose_stall(lines: &[String]) -> Option<DbFailure> {
+    let (index, line) = lines
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, l)| l.contains("Downloading artifact") && l.contains("repo=\""))?;
+    let kind = line_kind(line)?;
+    let finished = lines[index..].iter().any(|l| {
+        line_kind(l) == Some(kind)
+            && (l.contains("successfully downloaded") || l.contains("Failed to download"))
+    });
+    if finished {
+        return None;
+    }
+    Some(DbFailure {
+        kind,
+        mirrors: vec![MirrorFailure {
+            repository: quoted_field(line, "repo="),
+            cause: Cause::Timeout,
+        }],
+    })
+}
+
 fn kind_of_fatal(fatal: &str) -> Option<DbKind> {
     let lower = fatal.to_ascii_lowercase();
     if lower.contains("java db") || lower.contains("javadb") || lower.contains("java-db") {
@@ -416,6 +441,32 @@ mod tests {
             failure.mirrors[0].repository.as_deref(),
             Some("r.example/trivy-java-db:1")
         );
+    }
+
+    #[test]
+    fn a_run_stopped_mid_download_names_the_stalled_mirror() {
+        let stalled = lines(
+            "2026-12-04T16:00:00Z\tINFO\t[vulndb] Downloading vulnerability DB...\n2026-12-04T16:00:00Z\tINFO\t[vulndb] Downloading artifact...\trepo=\"127.0.0.1:9/trivy-db:2\"",
+        );
+        assert_eq!(
+            diagnose_stall(&stalled),
+            Some(DbFailure {
+                kind: DbKind::Vulnerability,
+                mirrors: vec![MirrorFailure {
+                    repository: Some("127.0.0.1:9/trivy-db:2".into()),
+                    cause: Cause::Timeout
+                }],
+            })
+        );
+        let finished = lines(
+            "2026-12-04T16:00:00Z\tINFO\t[vulndb] Downloading artifact...\trepo=\"r/db:2\"\n2026-12-04T16:00:01Z\tINFO\t[vulndb] Artifact successfully downloaded\trepo=\"r/db:2\"",
+        );
+        assert_eq!(
+            diagnose_stall(&finished),
+            None,
+            "stuck scanning, not downloading"
+        );
+        assert_eq!(diagnose_stall(&lines("nothing about downloads")), None);
     }
 
     #[test]
