@@ -4,7 +4,7 @@
 //! re-checks a bundle at most once a day and drops one whose major version is not its own.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Component, Path};
 use std::time::{Duration, SystemTime};
 
@@ -116,13 +116,7 @@ pub fn extract_tree(archive: &Path, dir: &Path, max_bytes: u64) -> Result<(), Ar
             fs::create_dir_all(parent).map_err(|e| ArchiveError::Damaged(e.to_string()))?;
         }
         let mut out = File::create(&target).map_err(|e| ArchiveError::Damaged(e.to_string()))?;
-        let budget = max_bytes - written;
-        let copied = io::copy(&mut (&mut entry).take(budget + 1), &mut out)
-            .map_err(|e| ArchiveError::Damaged(e.to_string()))?;
-        written += copied;
-        if copied > budget {
-            return Err(ArchiveError::TooLarge(max_bytes));
-        }
+        written += crate::db_archive::copy_within(&mut entry, &mut out, written, max_bytes)?;
     }
     if !dir.join(".manifest").is_file() {
         return Err(ArchiveError::Missing(".manifest"));

@@ -67,13 +67,7 @@ pub fn extract(
         *target = true;
         let mut out =
             File::create(dir.join(clean)).map_err(|e| ArchiveError::Damaged(e.to_string()))?;
-        let budget = max_bytes - written;
-        let copied = io::copy(&mut (&mut entry).take(budget + 1), &mut out)
-            .map_err(|e| ArchiveError::Damaged(e.to_string()))?;
-        written += copied;
-        if copied > budget {
-            return Err(ArchiveError::TooLarge(max_bytes));
-        }
+        written += copy_within(&mut entry, &mut out, written, max_bytes)?;
     }
     if !found_db {
         return Err(ArchiveError::Missing(expected));
@@ -82,6 +76,22 @@ pub fn extract(
         return Err(ArchiveError::Missing("metadata.json"));
     }
     Ok(())
+}
+
+/// Copies one entry, refusing to take the total past `max_bytes`; returns the bytes copied.
+pub fn copy_within(
+    entry: &mut impl Read,
+    out: &mut impl io::Write,
+    written: u64,
+    max_bytes: u64,
+) -> Result<u64, ArchiveError> {
+    let budget = max_bytes.saturating_sub(written);
+    let copied = io::copy(&mut entry.take(budget + 1), out)
+        .map_err(|e| ArchiveError::Damaged(e.to_string()))?;
+    if copied > budget {
+        return Err(ArchiveError::TooLarge(max_bytes));
+    }
+    Ok(copied)
 }
 
 #[cfg(test)]

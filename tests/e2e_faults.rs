@@ -3,34 +3,19 @@
 //! left behind, and a cache that is either the old DB or the new one, never a mix. Then signals
 //! during the download and during the scan, and parallel runs on one cache.
 
+mod fake;
 mod native;
 mod rig;
 
-use std::path::{Path, PathBuf};
+use fake::{REPORT, fake_trivy};
+
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use native::{Run, Scene, blob_gets, db_repo, staging_leftovers, stderr};
 use rig::proxy::{Fault, FaultProxy, When, refused_addr};
 use rig::trivy_db::{self, DbSpec};
-
-const REPORT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/report-alpine.json");
-
-fn fake_trivy() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let fake = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/fake_trivy");
-    assert!(
-        fake.exists(),
-        "{} missing: run plain `cargo test` (it builds examples)",
-        fake.display()
-    );
-    fake
-}
 
 /// The DB a row's cache starts with: built two days ago, padded so its bytes differ from the
 /// registry's, downloaded yesterday (so trivy-ecr wants a new one).

@@ -5,8 +5,12 @@
 //! (counts, names, failures). Also: the raw JSON copy, the GitHub step summary and annotations,
 //! baseline gating, and reports trivy-ecr cannot use.
 
+mod fake;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
+
+use fake::Sandbox;
 
 use quick_xml::XmlVersion;
 use quick_xml::events::{BytesStart, Event};
@@ -15,98 +19,6 @@ const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
 
 fn data(name: &str) -> PathBuf {
     Path::new(DATA).join(name)
-}
-
-fn fake_trivy() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.parent().unwrap().parent().unwrap();
-    let fake = target.join("examples/fake_trivy");
-    assert!(
-        fake.exists(),
-        "{} missing: build with cargo test (examples are built with it)",
-        fake.display()
-    );
-    fake
-}
-
-/// One test's sandbox: a working directory, the fake's record file, a clean environment.
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-struct Run {
-    output: Output,
-}
-
-impl Run {
-    fn code(&self) -> i32 {
-        self.output.status.code().unwrap_or(-1)
-    }
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.output.stderr).into_owned()
-    }
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.output.stdout).into_owned()
-    }
-}
-
-impl Sandbox {
-    fn new() -> Sandbox {
-        Sandbox {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.path().join(name)
-    }
-
-    /// trivy-ecr with the fake trivy (reporting `report`) and nothing from the caller's
-    /// environment.
-    fn run_with_report(&self, report: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let output = Command::new(env!("CARGO_BIN_EXE_trivy-ecr"))
-            .args(args)
-            .current_dir(self.path())
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", self.path())
-            .env("TRIVY_ECR_TRIVY", fake_trivy())
-            // The fake downloads nothing; native DB downloads are tested on the rig.
-            .env("TRIVY_ECR_PREFETCH", "off")
-            .env("FAKE_TRIVY_RECORD", self.file("record.jsonl"))
-            .env("FAKE_TRIVY_REPORT", report)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        Run { output }
-    }
-
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        self.run_with_report(&data("report-alpine.json"), args, env)
-    }
-
-    /// The argv of every trivy run except `--version` probes.
-    fn trivy_runs(&self) -> Vec<Vec<String>> {
-        std::fs::read_to_string(self.file("record.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v["argv"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|a| a.as_str().unwrap().to_string())
-                    .collect::<Vec<String>>()
-            })
-            .filter(|argv| argv.first().map(String::as_str) != Some("--version"))
-            .collect()
-    }
 }
 
 /// Validates `xml` against tests/data/junit.xsd with xmllint.
@@ -305,7 +217,7 @@ fn one_scan_gives_junit_json_and_sarif() {
     );
     assert_eq!(run.stdout(), "");
 
-    let runs = sb.trivy_runs();
+    let runs = sb.trivy_argvs();
     let scans: Vec<_> = runs.iter().filter(|a| a[0] == "image").collect();
     assert_eq!(scans.len(), 1, "exactly one scan: {runs:?}");
     assert_eq!(
@@ -601,7 +513,7 @@ fn unusable_baseline_is_a_usage_error_before_any_scan() {
         assert_eq!(run.code(), 2, "{}", run.stderr());
         assert_eq!(run.stderr(), expected);
     }
-    assert!(sb.trivy_runs().is_empty(), "trivy never ran");
+    assert!(sb.trivy_argvs().is_empty(), "trivy never ran");
 }
 
 #[test]

@@ -2,113 +2,17 @@
 //! rotation, backoff bounds, the gate, exit codes, signal forwarding and the recursion guard.
 //! Fast and deterministic; the proof against the real trivy and a real registry is in `e2e_*`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod fake;
+
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use fake::{REPORT, Sandbox};
 
 const ECR: &str = "public.ecr.aws/aquasecurity/trivy-db:2";
 const GCR: &str = "mirror.gcr.io/aquasec/trivy-db:2";
 const GHCR: &str = "ghcr.io/aquasecurity/trivy-db:2";
-const REPORT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/report-alpine.json");
-
-fn fake_trivy() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.parent().unwrap().parent().unwrap();
-    let fake = target.join("examples/fake_trivy");
-    assert!(
-        fake.exists(),
-        "{} missing: build with cargo test (examples are built with it)",
-        fake.display()
-    );
-    fake
-}
-
-/// One test's sandbox: a working directory, the fake's record file, a clean environment.
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-struct Run {
-    output: Output,
-    elapsed: Duration,
-}
-
-impl Run {
-    fn code(&self) -> i32 {
-        self.output.status.code().unwrap_or(-1)
-    }
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.output.stderr).into_owned()
-    }
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.output.stdout).into_owned()
-    }
-}
-
-impl Sandbox {
-    fn new() -> Sandbox {
-        Sandbox {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn record(&self) -> PathBuf {
-        self.path().join("record.jsonl")
-    }
-
-    /// trivy-ecr with the fake trivy and nothing from the caller's environment.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trivy-ecr"));
-        cmd.args(args)
-            .current_dir(self.path())
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", self.path())
-            .env("TRIVY_ECR_TRIVY", fake_trivy())
-            // The fake downloads nothing; native DB downloads are tested on the rig.
-            .env("TRIVY_ECR_PREFETCH", "off")
-            .env("FAKE_TRIVY_RECORD", self.record())
-            .env("FAKE_TRIVY_REPORT", REPORT)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = self.command(args);
-        cmd.envs(env.iter().copied());
-        let start = Instant::now();
-        let output = cmd.output().unwrap();
-        Run {
-            output,
-            elapsed: start.elapsed(),
-        }
-    }
-
-    /// The argv of every trivy run, with its start time.
-    fn trivy_runs(&self) -> Vec<(Vec<String>, f64)> {
-        std::fs::read_to_string(self.record())
-            .unwrap_or_default()
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                let argv = v["argv"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|a| a.as_str().unwrap().to_string())
-                    .collect();
-                (argv, v["t"].as_f64().unwrap())
-            })
-            .filter(|(argv, _): &(Vec<String>, f64)| {
-                argv.first().map(String::as_str) != Some("--version")
-            })
-            .collect()
-    }
-}
 
 fn flag_value<'a>(argv: &'a [String], name: &str) -> Option<&'a str> {
     argv.iter()
