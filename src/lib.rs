@@ -24,6 +24,7 @@ pub mod prefetch;
 pub mod progress;
 pub mod redact;
 pub mod registry_client;
+pub mod registry_push;
 pub mod render;
 pub mod report;
 pub mod retry;
