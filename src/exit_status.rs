@@ -19,6 +19,9 @@ pub enum ExitStatus {
     TrivyNotStarted,
     /// 5: trivy failed for another reason (its stderr was shown), or its report was unusable.
     TrivyFailed,
+    /// 6: `db mirror` could not write to the destination registry (credentials refused,
+    /// push denied, repository missing, or unavailable within the retry budget).
+    DestinationFailed,
     /// 128+N: trivy, or trivy-ecr itself, was stopped by signal N.
     Signal(i32),
 }
@@ -33,6 +36,7 @@ impl ExitStatus {
             ExitStatus::DbUnavailable => 3,
             ExitStatus::TrivyNotStarted => 4,
             ExitStatus::TrivyFailed => 5,
+            ExitStatus::DestinationFailed => 6,
             ExitStatus::Signal(signal) => 128 + signal,
         }
     }
@@ -65,6 +69,10 @@ pub const EXIT_CODE_TABLE: &[(&str, &str)] = &[
         "5",
         "trivy failed for another reason (its stderr is shown above)",
     ),
+    (
+        "6",
+        "db mirror could not write to the destination registry (credentials refused, push denied, repository missing, or unavailable within the retry budget)",
+    ),
     ("128+N", "trivy (or trivy-ecr) was killed by signal N"),
 ];
 
@@ -80,6 +88,7 @@ mod tests {
         assert_eq!(ExitStatus::DbUnavailable.code(), 3);
         assert_eq!(ExitStatus::TrivyNotStarted.code(), 4);
         assert_eq!(ExitStatus::TrivyFailed.code(), 5);
+        assert_eq!(ExitStatus::DestinationFailed.code(), 6);
         assert_eq!(ExitStatus::Signal(15).code(), 143);
         assert_eq!(ExitStatus::TrivyExitFlag(9).code(), 9);
         assert_eq!(ExitStatus::PassedThrough(0).code(), 0);

@@ -9,6 +9,7 @@ pub mod db_archive;
 pub mod db_cache;
 pub mod db_command;
 pub mod db_fetch;
+pub mod db_mirror;
 pub mod docker_config;
 pub mod exit_status;
 pub mod failure;
