@@ -24,7 +24,7 @@ use crate::supervisor::Signals;
 #[derive(Debug, Parser)]
 #[command(
     name = "trivy-ecr db",
-    about = "Manage trivy's DB cache with trivy-ecr's downloader"
+    about = "Manage trivy's DBs with trivy-ecr's downloader: warm the cache, show it, mirror the DBs into your registry"
 )]
 struct DbArgs {
     #[command(subcommand)]
@@ -106,12 +106,19 @@ pub async fn run(
             return ExitStatus::Success;
         }
         Err(err) => {
-            let first = err.to_string();
-            let line = first
+            let text = err.to_string();
+            // clap names a missing argument on the line after the message.
+            let line = text
                 .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .fold(String::new(), |joined, l| match joined.as_str() {
+                    "" => l.to_string(),
+                    _ if joined.ends_with(':') => format!("{joined} {l}"),
+                    _ => format!("{joined}; {l}"),
+                });
+            let line = line.trim_start_matches("error: ");
             crate::say!("error: db: {line}; see trivy-ecr db --help");
             return ExitStatus::Usage;
         }

@@ -717,10 +717,35 @@ fn bench_mirror_peak_rss() {
         let (_, _, digest) = manifest_of(&private.client(), "org/trivy/trivy-db", "2");
         assert_eq!(digest.as_deref(), Some(pushed.manifest_digest.as_str()));
         println!(
-            "bench-mirror: artifact {:.1} MiB: wall {} , peak RSS {} KiB",
+            "bench-mirror: artifact {:.1} MiB: wall {}, peak RSS {} KiB",
             artifact.len() as f64 / (1 << 20) as f64,
             field("Elapsed (wall clock) time (h:mm:ss or m:ss):"),
             field("Maximum resident set size (kbytes):"),
         );
+    }
+}
+
+#[test]
+fn usage_errors_are_exit_2_with_the_reason() {
+    let home = Home::new();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["db", "mirror"],
+            "the following required arguments were not provided: --to <REGISTRY/PREFIX>",
+        ),
+        (
+            &["db", "mirror", "--to", "trivy/db"],
+            "'trivy' is not a registry host",
+        ),
+        (
+            &["db", "mirror", "--to", "r.example/Trivy"],
+            "'Trivy' is not a repository path",
+        ),
+    ];
+    for (args, reason) in cases {
+        let out = run(home.command(args, &[]));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(reason), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     }
 }
