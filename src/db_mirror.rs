@@ -222,8 +222,9 @@ pub async fn mirror(
             if let Some(reason) = reason {
                 return Err(match &last_failed_destination {
                     Some(cause) => MirrorStop::Destination(format!(
-                        "could not write the {kind} to {target} after {} attempts and {:.1}s of waiting ({reason}): {cause}. Retry later, or raise TRIVY_ECR_MAX_ATTEMPTS/TRIVY_ECR_MAX_WAIT",
+                        "could not write the {kind} to {target} after {} attempt{} and {:.1}s of waiting ({reason}): {cause}. Retry later, or raise TRIVY_ECR_MAX_ATTEMPTS/TRIVY_ECR_MAX_WAIT",
                         budget.attempts,
+                        if budget.attempts == 1 { "" } else { "s" },
                         budget.waited.as_secs_f64()
                     )),
                     None => source_unavailable(kind, chain, &budget, &reason),

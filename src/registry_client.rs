@@ -619,6 +619,11 @@ impl RegistryClient {
 
     /// The URLs to try for `target`, in order.
     fn urls(&self, reference: &Reference, target: &Target<'_>) -> Vec<String> {
+        if let Target::Location(location) = target
+            && (location.starts_with("http://") || location.starts_with("https://"))
+        {
+            return vec![location.to_string()];
+        }
         self.schemes(reference)
             .iter()
             .map(|scheme| match target {
@@ -626,17 +631,11 @@ impl RegistryClient {
                     "{scheme}://{}/v2/{}/{path}",
                     reference.registry, reference.repository
                 ),
-                Target::Location(location) => {
-                    if location.starts_with("http://") || location.starts_with("https://") {
-                        location.to_string()
-                    } else {
-                        format!(
-                            "{scheme}://{}/{}",
-                            reference.registry,
-                            location.trim_start_matches('/')
-                        )
-                    }
-                }
+                Target::Location(location) => format!(
+                    "{scheme}://{}/{}",
+                    reference.registry,
+                    location.trim_start_matches('/')
+                ),
             })
             .collect()
     }
@@ -1007,6 +1006,29 @@ mod tests {
         );
         headers.insert(WWW_AUTHENTICATE, r#"Basic realm="r""#.parse().unwrap());
         assert_eq!(parse_challenge(&headers), Some(Challenge::Basic));
+    }
+
+    #[test]
+    fn upload_locations_resolve_against_the_registry() {
+        let client = RegistryClient::new(DockerConfig::default(), Timeouts::default(), true)
+            .expect("client");
+        let loopback = Reference::parse("127.0.0.1:5000/org/trivy-db:2", "2").unwrap();
+        assert_eq!(
+            client.location_url(&loopback, "/v2/org/trivy-db/blobs/uploads/u?_state=s"),
+            "http://127.0.0.1:5000/v2/org/trivy-db/blobs/uploads/u?_state=s"
+        );
+        let remote = Reference::parse("r.example/org/trivy-db:2", "2").unwrap();
+        assert_eq!(
+            client.urls(&remote, &Target::Location("https://up.example/u")),
+            ["https://up.example/u"]
+        );
+        assert_eq!(
+            client.urls(&remote, &Target::Path("blobs/uploads/")),
+            [
+                "https://r.example/v2/org/trivy-db/blobs/uploads/",
+                "http://r.example/v2/org/trivy-db/blobs/uploads/"
+            ]
+        );
     }
 
     #[test]
