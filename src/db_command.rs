@@ -1,5 +1,6 @@
-//! `trivy-ecr db pull` and `trivy-ecr db status`: trivy-ecr's own subcommands (trivy has no
-//! `db` command), to warm a cache ahead of scans and to see what it holds.
+//! `trivy-ecr db pull`, `db status` and `db mirror`: trivy-ecr's own subcommands (trivy has no
+//! `db` command), to warm a cache ahead of scans, to see what it holds, and to copy the DBs into
+//! a registry you own.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -10,8 +11,9 @@ use clap::{Parser, Subcommand};
 use crate::checks_bundle;
 use crate::db_cache::{self, DbLocation, Metadata, default_cache_dir};
 use crate::db_fetch::{FetchJob, FetchOutcome, FetchStop, ensure_fresh, kind_key, read_sources};
+use crate::db_mirror::{Destination, MirrorJob, MirrorOutcome, MirrorStop};
 use crate::degraded;
-use crate::docker_config::DockerConfig;
+use crate::docker_config::{Credentials, DockerConfig, Secret};
 use crate::exit_status::ExitStatus;
 use crate::invocation::Env;
 use crate::mirrors::DbKind;
@@ -24,7 +26,7 @@ use crate::supervisor::Signals;
 #[derive(Debug, Parser)]
 #[command(
     name = "trivy-ecr db",
-    about = "Manage trivy's DB cache with trivy-ecr's downloader"
+    about = "Manage trivy's DBs with trivy-ecr's downloader: warm the cache, show it, mirror the DBs into your registry"
 )]
 struct DbArgs {
     #[command(subcommand)]
@@ -60,7 +62,39 @@ enum DbCommand {
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
     },
+    /// Copy the current DBs from the mirror chain into a registry you own, byte for byte (same
+    /// digests); nothing is uploaded when the copy is already current.
+    #[command(after_help = MIRROR_HELP)]
+    Mirror {
+        /// Where to copy to: REGISTRY[/PREFIX]; the vulnerability DB goes to
+        /// REGISTRY/PREFIX/trivy-db:2.
+        #[arg(long, value_name = "REGISTRY/PREFIX")]
+        to: String,
+        /// Also the Java DB (REGISTRY/PREFIX/trivy-java-db:1).
+        #[arg(long)]
+        java: bool,
+        /// Also the misconfiguration checks bundle (REGISTRY/PREFIX/trivy-checks:2).
+        #[arg(long)]
+        checks: bool,
+        /// No progress output, only errors.
+        #[arg(short, long)]
+        quiet: bool,
+        /// One line per phase instead of a progress bar.
+        #[arg(long)]
+        no_progress: bool,
+        /// Skip TLS certificate checks and fall back to plain HTTP.
+        #[arg(long)]
+        insecure: bool,
+    },
 }
+
+const MIRROR_HELP: &str = "\
+Sources: TRIVY_ECR_DB_REPOSITORIES / TRIVY_ECR_JAVA_DB_REPOSITORIES (or the default chains), and
+TRIVY_CHECKS_BUNDLE_REPOSITORY (or the default checks chain); the destination itself is skipped.
+Credentials: the docker config (auths, credHelpers, credsStore) for every registry;
+TRIVY_ECR_REGISTRY_USERNAME and TRIVY_ECR_REGISTRY_PASSWORD for the destination only.
+Exit codes: 0 copied or already current, 2 usage, 3 no source mirror delivered,
+6 the destination refused or stayed unavailable.";
 
 /// Runs `trivy-ecr db ARGS` (args after `db`).
 pub async fn run(
@@ -77,12 +111,19 @@ pub async fn run(
             return ExitStatus::Success;
         }
         Err(err) => {
-            let first = err.to_string();
-            let line = first
+            let text = err.to_string();
+            // clap names a missing argument on the line after the message.
+            let line = text
                 .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .fold(String::new(), |joined, l| match joined.as_str() {
+                    "" => l.to_string(),
+                    _ if joined.ends_with(':') => format!("{joined} {l}"),
+                    _ => format!("{joined}; {l}"),
+                });
+            let line = line.trim_start_matches("error: ");
             crate::say!("error: db: {line}; see trivy-ecr db --help");
             return ExitStatus::Usage;
         }
@@ -130,7 +171,165 @@ pub async fn run(
             );
             ExitStatus::Success
         }
+        DbCommand::Mirror {
+            to,
+            java,
+            checks,
+            quiet,
+            no_progress,
+            insecure,
+        } => {
+            let mut kinds = vec![DbKind::Vulnerability];
+            if java {
+                kinds.push(DbKind::Java);
+            }
+            if checks {
+                kinds.push(DbKind::Checks);
+            }
+            let request = MirrorRequest {
+                to: &to,
+                kinds: &kinds,
+                progress: ProgressMode::choose(quiet, no_progress),
+                insecure,
+            };
+            mirror(request, options, signals, env).await
+        }
     }
+}
+
+/// The destination's credentials from `TRIVY_ECR_REGISTRY_USERNAME` / `_PASSWORD`: both or
+/// neither.
+fn registry_credentials(env: Env<'_>) -> Result<Option<Credentials>, String> {
+    let read = |key: &str| {
+        env(key)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                v.into_string()
+                    .map_err(|_| format!("{key} is not valid UTF-8"))
+            })
+            .transpose()
+    };
+    match (
+        read("TRIVY_ECR_REGISTRY_USERNAME")?,
+        read("TRIVY_ECR_REGISTRY_PASSWORD")?,
+    ) {
+        (Some(username), Some(password)) => Ok(Some(Credentials {
+            username,
+            secret: Secret::new(password),
+        })),
+        (None, None) => Ok(None),
+        _ => Err(
+            "set both TRIVY_ECR_REGISTRY_USERNAME and TRIVY_ECR_REGISTRY_PASSWORD, or neither"
+                .to_string(),
+        ),
+    }
+}
+
+struct MirrorRequest<'a> {
+    to: &'a str,
+    kinds: &'a [DbKind],
+    progress: ProgressMode,
+    insecure: bool,
+}
+
+async fn mirror(
+    request: MirrorRequest<'_>,
+    options: &Options,
+    signals: &mut Signals,
+    env: Env<'_>,
+) -> ExitStatus {
+    let destination = match Destination::parse(request.to) {
+        Ok(destination) => destination,
+        Err(err) => {
+            crate::say!("error: db mirror --to {}: {err}", request.to);
+            return ExitStatus::Usage;
+        }
+    };
+    let given = match registry_credentials(env) {
+        Ok(given) => given,
+        Err(err) => {
+            crate::say!("error: db mirror: {err}");
+            return ExitStatus::Usage;
+        }
+    };
+    let mut client = match RegistryClient::new(
+        DockerConfig::load(env),
+        Timeouts::uniform(options.http_timeout),
+        request.insecure,
+    ) {
+        Ok(client) => client,
+        Err(err) => {
+            crate::say!("error: {err}");
+            return ExitStatus::TrivyFailed;
+        }
+    };
+    if let Some(credentials) = given {
+        client.use_credentials(&destination.registry, credentials);
+    }
+    let policy = RetryPolicy::new(options.max_attempts, options.max_wait);
+    let progress = request.progress;
+    for &kind in request.kinds {
+        let target = destination.reference(kind);
+        let configured = match kind {
+            DbKind::Vulnerability => options.db_repositories.clone(),
+            DbKind::Java => options.java_db_repositories.clone(),
+            DbKind::Checks => env(DbKind::Checks.env_var())
+                .and_then(|v| v.into_string().ok())
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|r| !r.is_empty())
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .filter(|chain| !chain.is_empty()),
+        };
+        let sources = crate::db_mirror::sources(kind, configured, &target);
+        if sources.skipped_destination {
+            progress.phase(format_args!(
+                "{kind}: not copying from {target} onto itself; sources: {}",
+                sources.repositories.join(", ")
+            ));
+        }
+        let mut chain = MirrorChain::new(kind, sources.repositories, true, &policy);
+        let job = MirrorJob {
+            kind,
+            chain: &mut chain,
+            destination: &target,
+            policy,
+            progress,
+        };
+        match crate::db_mirror::mirror(&mut client, job, signals).await {
+            Ok(MirrorOutcome::UpToDate { digest }) => {
+                progress.phase(format_args!(
+                    "{kind}: {target} is up to date ({digest}); nothing uploaded"
+                ));
+                println!("{target}@{digest}");
+            }
+            Ok(MirrorOutcome::Copied {
+                digest,
+                from,
+                uploaded,
+                seconds,
+            }) => {
+                progress.phase(format_args!(
+                    "{kind}: copied {from} to {target} ({digest}): {:.1} MiB uploaded in {seconds:.1}s",
+                    uploaded as f64 / (1 << 20) as f64
+                ));
+                println!("{target}@{digest}");
+            }
+            Err(MirrorStop::Unavailable(message)) => {
+                crate::say!("error: {message}");
+                return ExitStatus::DbUnavailable;
+            }
+            Err(MirrorStop::Destination(message)) => {
+                crate::say!("error: {message}");
+                return ExitStatus::DestinationFailed;
+            }
+            Err(MirrorStop::Signal(signal)) => return ExitStatus::Signal(signal),
+        }
+    }
+    ExitStatus::Success
 }
 
 async fn pull(
@@ -286,6 +485,25 @@ fn when(time: Option<SystemTime>, now: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn destination_credentials_come_in_pairs() {
+        let both = |key: &str| match key {
+            "TRIVY_ECR_REGISTRY_USERNAME" => Some(OsString::from("bot")),
+            "TRIVY_ECR_REGISTRY_PASSWORD" => Some(OsString::from("s3cret")),
+            _ => None,
+        };
+        let creds = registry_credentials(&both).unwrap().unwrap();
+        assert_eq!(
+            (creds.username.as_str(), creds.secret.expose()),
+            ("bot", "s3cret")
+        );
+        assert_eq!(registry_credentials(&|_| None).unwrap(), None);
+        let half =
+            |key: &str| (key == "TRIVY_ECR_REGISTRY_USERNAME").then(|| OsString::from("bot"));
+        let err = registry_credentials(&half).unwrap_err();
+        assert!(err.contains("set both"), "{err}");
+    }
 
     #[test]
     fn status_reports_age_and_source() {

@@ -131,6 +131,31 @@ impl DockerConfig {
     }
 }
 
+impl DockerConfig {
+    /// Where [`DockerConfig::credentials`] looks for `registry`'s credentials, for messages:
+    /// the entry and the file, never the secret. `None` when the config has nothing for it.
+    pub fn describe(&self, registry: &str) -> Option<String> {
+        let file = self.path.as_ref()?.display();
+        if let Some(helper) = self.file.cred_helpers.get(registry) {
+            return Some(format!(
+                "credHelpers (docker-credential-{helper}) in {file}"
+            ));
+        }
+        if self
+            .file
+            .auths
+            .iter()
+            .any(|(key, e)| auth_key_host(key) == registry && e.credentials().is_some())
+        {
+            return Some(format!("the auths entry for {registry} in {file}"));
+        }
+        self.file
+            .creds_store
+            .as_deref()
+            .map(|store| format!("credsStore (docker-credential-{store}) in {file}"))
+    }
+}
+
 /// `https://host/v1/` or `host` → `host`.
 fn auth_key_host(key: &str) -> &str {
     let key = key
@@ -246,6 +271,10 @@ mod tests {
         let config = DockerConfig::from_path(&path, None);
         let creds = config.credentials("r.example").unwrap();
         assert_eq!(creds.username, "bob");
+        let described = config.describe("r.example").unwrap();
+        assert!(described.starts_with("the auths entry for r.example in "));
+        assert!(!described.contains("hunter2") && !described.contains(&auth));
+        assert_eq!(config.describe("other.example"), None);
         assert_eq!(creds.secret.expose(), "hunter2");
         assert!(!format!("{creds:?}").contains("hunter2"));
         assert_eq!(
@@ -275,6 +304,12 @@ mod tests {
         assert_eq!(
             (creds.username.as_str(), creds.secret.expose()),
             ("AWS", "tok")
+        );
+        assert!(
+            config
+                .describe("r.example")
+                .unwrap()
+                .starts_with("credHelpers (docker-credential-test) in ")
         );
         assert!(config.credentials("elsewhere.example").is_none());
     }

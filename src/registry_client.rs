@@ -1,6 +1,11 @@
-//! Pulls one OCI artifact (manifest, then its single layer) over the distribution API, with the
-//! docker token dance ghcr.io and public.ecr.aws require, and errors that keep exactly what the
-//! retry policy needs: HTTP status, registry error code, `Retry-After`.
+//! Speaks the distribution API to one registry at a time: pulls an OCI artifact (manifest, then
+//! its blobs) with the docker token dance ghcr.io and public.ecr.aws require, and errors that
+//! keep exactly what the retry policy needs: HTTP status, registry error code, `Retry-After`.
+//!
+//! Every request, pull or push, goes through [`RegistryClient::call`], which answers the
+//! registry's auth challenge (Bearer token for the scope the request needs, or Basic) with
+//! credentials from the docker config or the ones given for that registry, and remembers the
+//! answer per repository and access. Uploads live in `registry_push.rs`.
 //!
 //! Written on reqwest rather than `oci-client` because that crate folds statuses and headers
 //! into its own error type, and the retry policy must see `Retry-After` and the exact status.
@@ -9,17 +14,20 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, WWW_AUTHENTICATE};
-use reqwest::{Client, Response, StatusCode};
+use bytes::Bytes;
+use reqwest::header::{ACCEPT, HeaderMap, HeaderName, WWW_AUTHENTICATE};
+use reqwest::{Client, Method, Response, StatusCode};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::docker_config::{Credentials, DockerConfig};
+use crate::docker_config::{Credentials, DockerConfig, Secret};
 use crate::failure::Cause;
 use crate::retry_after;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+pub(crate) const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+/// The largest manifest read.
+const MAX_MANIFEST_BYTES: usize = 4 << 20;
 
 /// `registry/repository:tag` as trivy writes DB repositories.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +180,7 @@ impl FetchError {
     }
 }
 
-fn transport_error(err: reqwest::Error) -> FetchError {
+pub(crate) fn transport_error(err: reqwest::Error) -> FetchError {
     // The useful detail (refused, DNS) is in the source chain.
     let mut text = err.to_string();
     let mut source = std::error::Error::source(&err);
@@ -220,11 +228,250 @@ impl Timeouts {
     }
 }
 
-/// A client for one run: HTTP connections, tokens per repository and the docker config.
+/// What a request needs the registry to allow: reading, or reading and writing. Tokens are asked
+/// for with the matching scope (`repository:NAME:pull` or `repository:NAME:pull,push`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    Pull,
+    Push,
+}
+
+impl Access {
+    fn scope(self, repository: &str) -> String {
+        match self {
+            Access::Pull => format!("repository:{repository}:pull"),
+            Access::Push => format!("repository:{repository}:pull,push"),
+        }
+    }
+}
+
+/// How requests to one repository are authorised once the registry has challenged.
+#[derive(Debug, Clone)]
+enum Authorization {
+    Bearer(Secret),
+    Basic(Credentials),
+}
+
+/// Where a request goes: a path under `/v2/<repository>/`, or a URL the registry handed out
+/// (an upload `Location`, absolute or relative to the registry).
+pub(crate) enum Target<'a> {
+    Path(&'a str),
+    Location(&'a str),
+}
+
+/// A request body. Bytes can be sent again after an auth challenge; a stream only once, so
+/// callers make an ordinary request to the same repository first.
+pub(crate) enum Payload {
+    Empty,
+    Bytes(Bytes),
+    Stream(Option<reqwest::Body>),
+}
+
+impl Payload {
+    /// The body for one send; `None` when a stream was already sent.
+    fn body(&mut self) -> Option<Option<reqwest::Body>> {
+        match self {
+            Payload::Empty => Some(None),
+            Payload::Bytes(bytes) => Some(Some(reqwest::Body::from(bytes.clone()))),
+            Payload::Stream(stream) => stream.take().map(Some),
+        }
+    }
+}
+
+/// One request to a repository.
+pub(crate) struct Call<'a> {
+    pub method: Method,
+    pub target: Target<'a>,
+    pub headers: Vec<(HeaderName, String)>,
+    pub payload: Payload,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(method: Method, target: Target<'a>) -> Call<'a> {
+        Call {
+            method,
+            target,
+            headers: Vec::new(),
+            payload: Payload::Empty,
+        }
+    }
+
+    pub fn header(mut self, name: HeaderName, value: impl Into<String>) -> Call<'a> {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn payload(mut self, payload: Payload) -> Call<'a> {
+        self.payload = payload;
+        self
+    }
+}
+
+/// A manifest exactly as the registry sent it, with the digest of those bytes.
+#[derive(Debug, Clone)]
+pub struct RawManifest {
+    pub bytes: Bytes,
+    /// The `Content-Type` the registry gave, if any.
+    pub content_type: Option<String>,
+    /// `sha256:` of `bytes`, checked against the registry's `Docker-Content-Digest`.
+    pub digest: String,
+}
+
+impl RawManifest {
+    pub fn parse(&self) -> Result<Manifest, FetchError> {
+        let mut manifest: Manifest = serde_json::from_slice(&self.bytes)
+            .map_err(|e| FetchError::BadArtifact(format!("unreadable manifest: {e}")))?;
+        manifest.digest = self.digest.clone();
+        Ok(manifest)
+    }
+
+    /// The media type to push it with: the manifest's own, else what the registry said.
+    pub fn media_type(&self, manifest: &Manifest) -> String {
+        manifest
+            .media_type
+            .clone()
+            .or_else(|| self.content_type.clone())
+            .unwrap_or_else(|| OCI_MANIFEST.to_string())
+    }
+}
+
+impl Manifest {
+    /// The single layer of a trivy artifact of `layer_type`, checked the way trivy checks it.
+    pub fn trivy_layer(
+        &self,
+        layer_type: &str,
+        max_layer_size: u64,
+    ) -> Result<Descriptor, FetchError> {
+        if let Some(media_type) = self.media_type.as_deref()
+            && media_type != OCI_MANIFEST
+        {
+            return Err(FetchError::BadArtifact(format!(
+                "manifest media type {media_type}"
+            )));
+        }
+        let layer = match self.layers.as_slice() {
+            [layer] => layer.clone(),
+            layers => {
+                return Err(FetchError::BadArtifact(format!(
+                    "{} layers, expected 1",
+                    layers.len()
+                )));
+            }
+        };
+        if layer.media_type != layer_type {
+            return Err(FetchError::BadArtifact(format!(
+                "layer media type {}, expected {layer_type}",
+                layer.media_type
+            )));
+        }
+        if layer.size > max_layer_size {
+            return Err(FetchError::BadArtifact(format!(
+                "layer of {} bytes exceeds the {max_layer_size}-byte limit",
+                layer.size
+            )));
+        }
+        for blob in [&self.config, &layer] {
+            if !is_sha256_digest(&blob.digest) {
+                return Err(FetchError::BadArtifact(format!(
+                    "unsupported digest {}",
+                    blob.digest
+                )));
+            }
+        }
+        Ok(layer)
+    }
+}
+
+fn is_sha256_digest(digest: &str) -> bool {
+    digest
+        .strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    hex_digest(Sha256::digest(bytes).as_slice())
+}
+
+fn hex_digest(sum: &[u8]) -> String {
+    let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Checks a blob's size and sha256 while it streams past.
+pub(crate) struct BlobCheck {
+    hasher: Sha256,
+    received: u64,
+    size: u64,
+    digest: String,
+}
+
+impl BlobCheck {
+    pub fn new(blob: &Descriptor) -> BlobCheck {
+        BlobCheck {
+            hasher: Sha256::new(),
+            received: 0,
+            size: blob.size,
+            digest: blob.digest.clone(),
+        }
+    }
+
+    /// Bytes so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    pub fn update(&mut self, chunk: &[u8]) -> Result<(), FetchError> {
+        self.received += chunk.len() as u64;
+        if self.received > self.size {
+            return Err(FetchError::BadArtifact(format!(
+                "blob is larger than the manifest's {} bytes",
+                self.size
+            )));
+        }
+        self.hasher.update(chunk);
+        Ok(())
+    }
+
+    /// Called at the end of the body: all bytes there, digest right.
+    pub fn finish(self) -> Result<(), FetchError> {
+        if self.received < self.size {
+            return Err(FetchError::Transport(
+                format!(
+                    "connection closed after {} of {} bytes",
+                    self.received, self.size
+                ),
+                TransportKind::Reset,
+            ));
+        }
+        let actual = hex_digest(self.hasher.finalize().as_slice());
+        if actual != self.digest {
+            return Err(FetchError::DigestMismatch {
+                expected: self.digest,
+                actual,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A client for one run: HTTP connections, authorisations per repository, the docker config
+/// and credentials given for particular registries.
 pub struct RegistryClient {
     http: Client,
+    /// For streamed uploads: without reqwest's read timeout, which would count the whole upload
+    /// as waiting for the answer. Uploads watch their own progress instead.
+    upload_http: Client,
+    timeouts: Timeouts,
     credentials: DockerConfig,
-    tokens: HashMap<String, String>,
+    /// Credentials given for a registry (`TRIVY_ECR_REGISTRY_USERNAME/PASSWORD`), used before
+    /// the docker config's.
+    given: HashMap<String, Credentials>,
+    /// The docker config's answer per registry (credential helpers are slow processes).
+    found: HashMap<String, Option<Credentials>>,
+    authorizations: HashMap<(String, Access), Authorization>,
+    /// The scheme each registry answered on.
+    schemes: HashMap<String, &'static str>,
     insecure: bool,
 }
 
@@ -303,31 +550,72 @@ impl RegistryClient {
         insecure: bool,
     ) -> Result<RegistryClient, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = Client::builder()
-            .connect_timeout(timeouts.connect)
+        let builder = || {
+            Client::builder()
+                .connect_timeout(timeouts.connect)
+                .user_agent(concat!("trivy-ecr/", env!("CARGO_PKG_VERSION")))
+                .tls_danger_accept_invalid_certs(insecure)
+        };
+        let http = builder()
             .read_timeout(timeouts.read)
-            .user_agent(concat!("trivy-ecr/", env!("CARGO_PKG_VERSION")))
-            .tls_danger_accept_invalid_certs(insecure)
+            .build()
+            .map_err(|e| format!("cannot set up HTTPS: {e}"))?;
+        let upload_http = builder()
             .build()
             .map_err(|e| format!("cannot set up HTTPS: {e}"))?;
         Ok(RegistryClient {
             http,
+            upload_http,
+            timeouts,
             credentials,
-            tokens: HashMap::new(),
+            given: HashMap::new(),
+            found: HashMap::new(),
+            authorizations: HashMap::new(),
+            schemes: HashMap::new(),
             insecure,
         })
     }
 
-    fn url(scheme: &str, reference: &Reference, path: &str) -> String {
-        format!(
-            "{scheme}://{}/v2/{}/{path}",
-            reference.registry, reference.repository
-        )
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Uses `credentials` for `registry` (`host[:port]`) instead of the docker config's.
+    pub fn use_credentials(&mut self, registry: &str, credentials: Credentials) {
+        self.given.insert(registry.to_string(), credentials);
+    }
+
+    /// Where the credentials for `registry` come from, for error messages (never the secret).
+    pub fn credential_source(&self, registry: &str) -> String {
+        if self.given.contains_key(registry) {
+            return "TRIVY_ECR_REGISTRY_USERNAME/TRIVY_ECR_REGISTRY_PASSWORD".to_string();
+        }
+        self.credentials
+            .describe(registry)
+            .unwrap_or_else(|| "no credentials (none in the docker config)".to_string())
+    }
+
+    fn credentials_for(&mut self, registry: &str) -> Option<Credentials> {
+        if let Some(given) = self.given.get(registry) {
+            return Some(given.clone());
+        }
+        if let Some(found) = self.found.get(registry) {
+            return found.clone();
+        }
+        let found = self.credentials.credentials(registry);
+        self.found.insert(registry.to_string(), found.clone());
+        found
     }
 
     /// Plain HTTP for loopback registries (as trivy); with `--insecure`, HTTPS without
     /// certificate checks first, then plain HTTP.
     fn schemes(&self, reference: &Reference) -> &'static [&'static str] {
+        if let Some(&known) = self.schemes.get(&reference.registry) {
+            return match known {
+                "http" => &["http"],
+                _ => &["https"],
+            };
+        }
         if reference.is_loopback() {
             &["http"]
         } else if self.insecure {
@@ -337,57 +625,98 @@ impl RegistryClient {
         }
     }
 
-    /// Sends a GET, answering an auth challenge once (anonymous token, or the docker config's
-    /// credentials), and turns error statuses into [`FetchError::Status`].
-    async fn get(
+    /// The URLs to try for `target`, in order.
+    fn urls(&self, reference: &Reference, target: &Target<'_>) -> Vec<String> {
+        if let Target::Location(location) = target
+            && (location.starts_with("http://") || location.starts_with("https://"))
+        {
+            return vec![location.to_string()];
+        }
+        self.schemes(reference)
+            .iter()
+            .map(|scheme| match target {
+                Target::Path(path) => format!(
+                    "{scheme}://{}/v2/{}/{path}",
+                    reference.registry, reference.repository
+                ),
+                Target::Location(location) => format!(
+                    "{scheme}://{}/{}",
+                    reference.registry,
+                    location.trim_start_matches('/')
+                ),
+            })
+            .collect()
+    }
+
+    /// The absolute URL of an upload location the registry handed out.
+    pub(crate) fn location_url(&self, reference: &Reference, location: &str) -> String {
+        self.urls(reference, &Target::Location(location))
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| location.to_string())
+    }
+
+    /// Sends `call` to `reference`'s repository, answering one auth challenge (a token with the
+    /// scope `access` needs, or Basic credentials), and turns error statuses into
+    /// [`FetchError::Status`].
+    pub(crate) async fn call(
         &mut self,
         reference: &Reference,
-        path: &str,
-        accept: Option<&str>,
+        access: Access,
+        mut call: Call<'_>,
     ) -> Result<Response, FetchError> {
-        let key = format!("{}/{}", reference.registry, reference.repository);
+        let key = (
+            format!("{}/{}", reference.registry, reference.repository),
+            access,
+        );
+        let known = self.authorizations.get(&key).cloned().or_else(|| {
+            // A push token also allows pulling.
+            (access == Access::Pull)
+                .then(|| {
+                    self.authorizations
+                        .get(&(key.0.clone(), Access::Push))
+                        .cloned()
+                })
+                .flatten()
+        });
         let mut last_error = None;
-        let mut first = None;
-        for scheme in self.schemes(reference) {
-            let url = Self::url(scheme, reference, path);
-            match self
-                .send(&url, accept, self.tokens.get(&key).cloned(), None)
-                .await
-            {
+        let mut answered = None;
+        for url in self.urls(reference, &call.target) {
+            let Some(body) = call.payload.body() else {
+                break;
+            };
+            match self.send(&url, &call, known.as_ref(), body).await {
                 Ok(response) => {
-                    first = Some((url, response));
+                    if let Ok(parsed) = reqwest::Url::parse(&url) {
+                        let scheme = if parsed.scheme() == "http" {
+                            "http"
+                        } else {
+                            "https"
+                        };
+                        self.schemes.insert(reference.registry.clone(), scheme);
+                    }
+                    answered = Some((url, response));
                     break;
                 }
                 Err(err) => last_error = Some(err),
             }
         }
-        let Some((url, response)) = first else {
-            return Err(last_error.expect("at least one scheme"));
+        let Some((url, mut response)) = answered else {
+            return Err(last_error.unwrap_or_else(|| {
+                FetchError::Transport("nothing was sent".into(), TransportKind::Other)
+            }));
         };
-        let response = if response.status() == StatusCode::UNAUTHORIZED {
-            let creds = self.credentials.credentials(&reference.registry);
-            match parse_challenge(response.headers()) {
-                Some(Challenge::Bearer {
-                    realm,
-                    service,
-                    scope,
-                }) => {
-                    let scope = scope
-                        .unwrap_or_else(|| format!("repository:{}:pull", reference.repository));
-                    let token = self
-                        .token(&realm, service.as_deref(), &scope, creds.as_ref())
-                        .await?;
-                    self.tokens.insert(key, token.clone());
-                    self.send(&url, accept, Some(token), None).await?
-                }
-                Some(Challenge::Basic) if creds.is_some() => {
-                    self.send(&url, accept, None, creds.as_ref()).await?
-                }
-                _ => response,
+        if response.status() == StatusCode::UNAUTHORIZED
+            && let Some(authorization) = self
+                .authorize(reference, access, response.headers())
+                .await?
+        {
+            self.authorizations.insert(key, authorization.clone());
+            // A stream already sent cannot be sent again: its 401 stands.
+            if let Some(body) = call.payload.body() {
+                response = self.send(&url, &call, Some(&authorization), body).await?;
             }
-        } else {
-            response
-        };
+        }
         if response.status().is_success() {
             Ok(response)
         } else {
@@ -398,30 +727,72 @@ impl RegistryClient {
     async fn send(
         &self,
         url: &str,
-        accept: Option<&str>,
-        bearer: Option<String>,
-        basic: Option<&Credentials>,
+        call: &Call<'_>,
+        authorization: Option<&Authorization>,
+        body: Option<reqwest::Body>,
     ) -> Result<Response, FetchError> {
-        let mut request = self.http.get(url);
-        if let Some(accept) = accept {
-            request = request.header(reqwest::header::ACCEPT, accept);
+        let client = if matches!(call.payload, Payload::Stream(_)) {
+            &self.upload_http
+        } else {
+            &self.http
+        };
+        let mut request = client.request(call.method.clone(), url);
+        for (name, value) in &call.headers {
+            request = request.header(name, value);
         }
-        if let Some(token) = bearer {
-            request = request.bearer_auth(token);
-        } else if let Some(creds) = basic {
-            request = request.basic_auth(&creds.username, Some(creds.secret.expose()));
+        match authorization {
+            Some(Authorization::Bearer(token)) => request = request.bearer_auth(token.expose()),
+            Some(Authorization::Basic(creds)) => {
+                request = request.basic_auth(&creds.username, Some(creds.secret.expose()))
+            }
+            None => {}
+        }
+        if let Some(body) = body {
+            request = request.body(body);
         }
         request.send().await.map_err(transport_error)
     }
 
-    /// The docker token endpoint: with credentials if there are any, anonymously if they are
-    /// refused (what trivy does).
+    /// Answers a 401's challenge: a token for the scope `access` needs (with the registry's
+    /// credentials if there are any), or Basic credentials. `None` when there is nothing to
+    /// answer with.
+    async fn authorize(
+        &mut self,
+        reference: &Reference,
+        access: Access,
+        headers: &HeaderMap,
+    ) -> Result<Option<Authorization>, FetchError> {
+        let creds = self.credentials_for(&reference.registry);
+        match parse_challenge(headers) {
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            }) => {
+                let scope = match (access, scope) {
+                    (Access::Pull, Some(scope)) => scope,
+                    _ => access.scope(&reference.repository),
+                };
+                let token = self
+                    .token(&realm, service.as_deref(), &scope, creds.as_ref(), access)
+                    .await?;
+                Ok(Some(Authorization::Bearer(Secret::new(token))))
+            }
+            Some(Challenge::Basic) => Ok(creds.map(Authorization::Basic)),
+            None => Ok(None),
+        }
+    }
+
+    /// The docker token endpoint, with credentials if there are any. For pulls, refused
+    /// credentials are followed by an anonymous request (what trivy does); for pushes the
+    /// refusal stands, since an anonymous token cannot push.
     async fn token(
         &self,
         realm: &str,
         service: Option<&str>,
         scope: &str,
         creds: Option<&Credentials>,
+        access: Access,
     ) -> Result<String, FetchError> {
         let mut query = vec![("scope", scope)];
         if let Some(service) = service {
@@ -437,7 +808,10 @@ impl RegistryClient {
             request.send()
         };
         let mut response = attempt(creds).await.map_err(transport_error)?;
-        if creds.is_some() && response.status() == StatusCode::UNAUTHORIZED {
+        if creds.is_some()
+            && response.status() == StatusCode::UNAUTHORIZED
+            && access == Access::Pull
+        {
             tracing::warn!(
                 realm,
                 "the token service refused the docker config's credentials; trying anonymously"
@@ -457,6 +831,47 @@ impl RegistryClient {
             .ok_or_else(|| FetchError::BadArtifact("token service answered without a token".into()))
     }
 
+    /// The manifest `reference` names, byte for byte, its digest checked against the
+    /// registry's `Docker-Content-Digest` and against `reference` itself when that is a digest.
+    pub async fn manifest_bytes(
+        &mut self,
+        reference: &Reference,
+        access: Access,
+    ) -> Result<RawManifest, FetchError> {
+        let path = format!("manifests/{}", reference.tag);
+        let call = Call::new(Method::GET, Target::Path(&path)).header(ACCEPT, ACCEPT_MANIFESTS);
+        let mut response = self.call(reference, access, call).await?;
+        let content_type = header_text(response.headers(), reqwest::header::CONTENT_TYPE);
+        let announced = header_text(response.headers(), DOCKER_CONTENT_DIGEST);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > MAX_MANIFEST_BYTES {
+                return Err(FetchError::BadArtifact("manifest larger than 4 MiB".into()));
+            }
+        }
+        let digest = sha256_digest(&bytes);
+        let expected = announced.filter(|d| d.starts_with("sha256:")).or_else(|| {
+            reference
+                .tag
+                .starts_with("sha256:")
+                .then(|| reference.tag.clone())
+        });
+        if let Some(expected) = expected
+            && expected != digest
+        {
+            return Err(FetchError::DigestMismatch {
+                expected,
+                actual: digest,
+            });
+        }
+        Ok(RawManifest {
+            bytes: Bytes::from(bytes),
+            content_type,
+            digest,
+        })
+    }
+
     /// Fetches and checks the manifest of a trivy DB artifact with one layer of `layer_type`.
     pub async fn manifest(
         &mut self,
@@ -464,55 +879,33 @@ impl RegistryClient {
         layer_type: &str,
         max_layer_size: u64,
     ) -> Result<(Manifest, Descriptor), FetchError> {
-        let response = self
-            .get(
-                reference,
-                &format!("manifests/{}", reference.tag),
-                Some(ACCEPT_MANIFESTS),
-            )
-            .await?;
-        let body = response.bytes().await.map_err(transport_error)?;
-        if body.len() > 4 << 20 {
-            return Err(FetchError::BadArtifact("manifest larger than 4 MiB".into()));
-        }
-        let mut manifest: Manifest = serde_json::from_slice(&body)
-            .map_err(|e| FetchError::BadArtifact(format!("unreadable manifest: {e}")))?;
-        manifest.digest = sha256_digest(&body);
-        if let Some(media_type) = manifest.media_type.as_deref()
-            && media_type != OCI_MANIFEST
+        let manifest = self
+            .manifest_bytes(reference, Access::Pull)
+            .await?
+            .parse()?;
+        let layer = manifest.trivy_layer(layer_type, max_layer_size)?;
+        Ok((manifest, layer))
+    }
+
+    /// Starts the download of `blob`: the response whose body is the blob, its length checked
+    /// against the descriptor when the registry gives one.
+    pub async fn blob_response(
+        &mut self,
+        reference: &Reference,
+        blob: &Descriptor,
+    ) -> Result<Response, FetchError> {
+        let path = format!("blobs/{}", blob.digest);
+        let call = Call::new(Method::GET, Target::Path(&path));
+        let response = self.call(reference, Access::Pull, call).await?;
+        if let Some(length) = response.content_length()
+            && length != blob.size
         {
             return Err(FetchError::BadArtifact(format!(
-                "manifest media type {media_type}"
+                "blob is {length} bytes, the manifest says {}",
+                blob.size
             )));
         }
-        let layer = match manifest.layers.as_slice() {
-            [layer] => layer.clone(),
-            layers => {
-                return Err(FetchError::BadArtifact(format!(
-                    "{} layers, expected 1",
-                    layers.len()
-                )));
-            }
-        };
-        if layer.media_type != layer_type {
-            return Err(FetchError::BadArtifact(format!(
-                "layer media type {}, expected {layer_type}",
-                layer.media_type
-            )));
-        }
-        if layer.size > max_layer_size {
-            return Err(FetchError::BadArtifact(format!(
-                "layer of {} bytes exceeds the {max_layer_size}-byte limit",
-                layer.size
-            )));
-        }
-        if !layer.digest.starts_with("sha256:") {
-            return Err(FetchError::BadArtifact(format!(
-                "unsupported digest {}",
-                layer.digest
-            )));
-        }
-        Ok((manifest, layer))
+        Ok(response)
     }
 
     /// Streams a blob into `sink`, checking its size and sha256 as it arrives. `progress` gets
@@ -524,59 +917,30 @@ impl RegistryClient {
         sink: &mut dyn Write,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), FetchError> {
-        let mut response = self
-            .get(reference, &format!("blobs/{}", layer.digest), None)
-            .await?;
-        if let Some(length) = response.content_length()
-            && length != layer.size
-        {
-            return Err(FetchError::BadArtifact(format!(
-                "blob is {length} bytes, the manifest says {}",
-                layer.size
-            )));
-        }
-        let mut hasher = Sha256::new();
-        let mut received = 0u64;
+        let mut response = self.blob_response(reference, layer).await?;
+        let mut check = BlobCheck::new(layer);
         while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-            received += chunk.len() as u64;
-            if received > layer.size {
-                return Err(FetchError::BadArtifact(format!(
-                    "blob is larger than the manifest's {} bytes",
-                    layer.size
-                )));
-            }
-            hasher.update(&chunk);
+            check.update(&chunk)?;
             sink.write_all(&chunk)?;
-            progress(received);
+            progress(check.received());
         }
-        if received < layer.size {
-            return Err(FetchError::Transport(
-                format!("connection closed after {received} of {} bytes", layer.size),
-                TransportKind::Reset,
-            ));
-        }
-        let actual = hex_digest(&hasher.finalize());
-        if actual != layer.digest {
-            return Err(FetchError::DigestMismatch {
-                expected: layer.digest.clone(),
-                actual,
-            });
-        }
-        Ok(())
+        check.finish()
     }
 }
 
-/// `sha256:<hex>` of some bytes.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    hex_digest(&Sha256::digest(bytes))
+pub(crate) const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
+
+pub(crate) fn header_text(
+    headers: &HeaderMap,
+    name: impl reqwest::header::AsHeaderName,
+) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
-fn hex_digest(hash: &[u8]) -> String {
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
-}
-
-async fn status_error(response: Response) -> FetchError {
+pub(crate) async fn status_error(response: Response) -> FetchError {
     let status = response.status().as_u16();
     let header_delay = response
         .headers()
@@ -650,6 +1014,143 @@ mod tests {
         );
         headers.insert(WWW_AUTHENTICATE, r#"Basic realm="r""#.parse().unwrap());
         assert_eq!(parse_challenge(&headers), Some(Challenge::Basic));
+    }
+
+    #[test]
+    fn upload_locations_resolve_against_the_registry() {
+        let client = RegistryClient::new(
+            DockerConfig::default(),
+            Timeouts::uniform(Duration::from_secs(30)),
+            true,
+        )
+        .expect("client");
+        let loopback = Reference::parse("127.0.0.1:5000/org/trivy-db:2", "2").unwrap();
+        assert_eq!(
+            client.location_url(&loopback, "/v2/org/trivy-db/blobs/uploads/u?_state=s"),
+            "http://127.0.0.1:5000/v2/org/trivy-db/blobs/uploads/u?_state=s"
+        );
+        let remote = Reference::parse("r.example/org/trivy-db:2", "2").unwrap();
+        assert_eq!(
+            client.urls(&remote, &Target::Location("https://up.example/u")),
+            ["https://up.example/u"]
+        );
+        assert_eq!(
+            client.urls(&remote, &Target::Path("blobs/uploads/")),
+            [
+                "https://r.example/v2/org/trivy-db/blobs/uploads/",
+                "http://r.example/v2/org/trivy-db/blobs/uploads/"
+            ]
+        );
+    }
+
+    #[test]
+    fn push_asks_for_pull_and_push() {
+        assert_eq!(
+            Access::Pull.scope("org/trivy-db"),
+            "repository:org/trivy-db:pull"
+        );
+        assert_eq!(
+            Access::Push.scope("org/trivy-db"),
+            "repository:org/trivy-db:pull,push"
+        );
+    }
+
+    fn descriptor(media_type: &str, body: &[u8]) -> Descriptor {
+        Descriptor {
+            media_type: media_type.into(),
+            digest: sha256_digest(body),
+            size: body.len() as u64,
+            annotations: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn blob_checks_catch_short_long_and_damaged_bodies() {
+        let blob = descriptor("x", b"hello world");
+        let mut check = BlobCheck::new(&blob);
+        check.update(b"hello ").unwrap();
+        check.update(b"world").unwrap();
+        assert_eq!(check.received(), 11);
+        check.finish().unwrap();
+
+        let mut short = BlobCheck::new(&blob);
+        short.update(b"hello").unwrap();
+        assert!(matches!(
+            short.finish(),
+            Err(FetchError::Transport(_, TransportKind::Reset))
+        ));
+        let mut long = BlobCheck::new(&blob);
+        assert!(long.update(b"hello world!").is_err());
+        let mut damaged = BlobCheck::new(&blob);
+        damaged.update(b"hello World").unwrap();
+        assert!(matches!(
+            damaged.finish(),
+            Err(FetchError::DigestMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn trivy_artifacts_are_checked_like_trivy_does() {
+        let layer_type = "application/vnd.aquasec.trivy.db.layer.v1.tar+gzip";
+        let manifest = |layers: Vec<Descriptor>, media_type: Option<&str>| Manifest {
+            media_type: media_type.map(str::to_owned),
+            artifact_type: None,
+            config: descriptor("application/vnd.aquasec.trivy.config.v1+json", b"{}"),
+            layers,
+            annotations: HashMap::new(),
+            digest: String::new(),
+        };
+        let layer = descriptor(layer_type, b"db");
+        let good = manifest(vec![layer.clone()], Some(OCI_MANIFEST));
+        assert_eq!(
+            good.trivy_layer(layer_type, 10).unwrap().digest,
+            layer.digest
+        );
+        assert!(good.trivy_layer(layer_type, 1).is_err(), "size limit");
+        assert!(good.trivy_layer("other", 10).is_err(), "layer type");
+        assert!(
+            manifest(vec![layer.clone(), layer.clone()], None)
+                .trivy_layer(layer_type, 10)
+                .is_err()
+        );
+        assert!(
+            manifest(
+                vec![layer.clone()],
+                Some("application/vnd.oci.image.index.v1+json")
+            )
+            .trivy_layer(layer_type, 10)
+            .is_err()
+        );
+        let mut odd = layer;
+        odd.digest = "sha512:abcd".into();
+        assert!(
+            manifest(vec![odd], None)
+                .trivy_layer(layer_type, 10)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn manifests_are_pushed_with_their_own_media_type() {
+        let raw = RawManifest {
+            bytes: Bytes::from_static(b"{}"),
+            content_type: Some("application/vnd.docker.distribution.manifest.v2+json".into()),
+            digest: sha256_digest(b"{}"),
+        };
+        let mut manifest = Manifest {
+            media_type: Some(OCI_MANIFEST.into()),
+            artifact_type: None,
+            config: descriptor("c", b"{}"),
+            layers: Vec::new(),
+            annotations: HashMap::new(),
+            digest: String::new(),
+        };
+        assert_eq!(raw.media_type(&manifest), OCI_MANIFEST);
+        manifest.media_type = None;
+        assert_eq!(
+            raw.media_type(&manifest),
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
     }
 
     #[test]

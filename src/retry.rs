@@ -226,15 +226,15 @@ pub fn unavailable_message(
         })
         .collect();
     format!(
-        "could not obtain the {kind} from any mirror after {} attempt{} and {:.1}s of waiting ({reason}): {}. Retry later, raise TRIVY_ECR_MAX_ATTEMPTS/TRIVY_ECR_MAX_WAIT, or add a mirror you control to TRIVY_ECR_{}REPOSITORIES",
+        "could not obtain the {kind} from any mirror after {} attempt{} and {:.1}s of waiting ({reason}): {}. Retry later, raise TRIVY_ECR_MAX_ATTEMPTS/TRIVY_ECR_MAX_WAIT, or add a mirror you control to {}",
         budget.attempts,
         if budget.attempts == 1 { "" } else { "s" },
         budget.waited.as_secs_f64(),
         mirrors.join("; "),
-        if kind == DbKind::Java {
-            "JAVA_DB_"
-        } else {
-            "DB_"
+        match kind {
+            DbKind::Vulnerability => "TRIVY_ECR_DB_REPOSITORIES",
+            DbKind::Java => "TRIVY_ECR_JAVA_DB_REPOSITORIES",
+            DbKind::Checks => "TRIVY_CHECKS_BUNDLE_REPOSITORY",
         }
     )
 }

@@ -59,6 +59,8 @@ impl Response {
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// `Authorization` header value sent with every request, if set.
+    authorization: Option<String>,
 }
 
 impl Client {
@@ -74,6 +76,22 @@ impl Client {
         Client {
             base: format!("http://{host_port}"),
             agent,
+            authorization: None,
+        }
+    }
+
+    /// The same client sending Basic credentials with every request.
+    pub fn with_basic_auth(mut self, user: &str, password: &str) -> Self {
+        use base64::Engine;
+        let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.authorization = Some(format!("Basic {pair}"));
+        self
+    }
+
+    fn auth<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.authorization {
+            Some(value) => request.header("Authorization", value),
+            None => request,
         }
     }
 
@@ -84,7 +102,7 @@ impl Client {
 
     /// GET `path` (starting with `/`), body read whole (up to 1 GiB).
     pub fn get(&self, path: &str, accept: Option<&str>) -> Response {
-        let mut req = self.agent.get(format!("{}{path}", self.base));
+        let mut req = self.auth(self.agent.get(format!("{}{path}", self.base)));
         if let Some(accept) = accept {
             req = req.header("Accept", accept);
         }
@@ -96,16 +114,20 @@ impl Client {
     pub fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let digest = sha256_digest(data);
         let head = self
-            .agent
-            .head(format!("{}/v2/{repo}/blobs/{digest}", self.base))
+            .auth(
+                self.agent
+                    .head(format!("{}/v2/{repo}/blobs/{digest}", self.base)),
+            )
             .call()
             .unwrap_or_else(|e| panic!("HEAD blob {digest}: {e}"));
         if head.status() == 200 {
             return digest;
         }
         let start = self
-            .agent
-            .post(format!("{}/v2/{repo}/blobs/uploads/", self.base))
+            .auth(
+                self.agent
+                    .post(format!("{}/v2/{repo}/blobs/uploads/", self.base)),
+            )
             .send_empty()
             .unwrap_or_else(|e| panic!("POST upload for {repo}: {e}"));
         let start = into_response(start);
@@ -123,8 +145,7 @@ impl Client {
         url.push_str("digest=");
         url.push_str(&digest);
         let put = self
-            .agent
-            .put(&url)
+            .auth(self.agent.put(&url))
             .header("Content-Type", "application/octet-stream")
             .send(data)
             .unwrap_or_else(|e| panic!("PUT blob {digest}: {e}"));
@@ -142,8 +163,10 @@ impl Client {
         body: &[u8],
     ) -> String {
         let resp = self
-            .agent
-            .put(format!("{}/v2/{repo}/manifests/{reference}", self.base))
+            .auth(
+                self.agent
+                    .put(format!("{}/v2/{repo}/manifests/{reference}", self.base)),
+            )
             .header("Content-Type", media_type)
             .send(body)
             .unwrap_or_else(|e| panic!("PUT manifest {repo}:{reference}: {e}"));

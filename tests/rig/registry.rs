@@ -1,6 +1,7 @@
 //! A real OCI registry (Debian's `docker-registry`, CNCF distribution 2.8) on a free loopback
 //! port with storage in a temp dir, so tests push and pull through the same code paths trivy
-//! uses against ghcr.io / public.ecr.aws. Dropping it kills and reaps the process.
+//! uses against ghcr.io / public.ecr.aws. Optionally with htpasswd (Basic) auth, like a private
+//! registry an organisation owns. Dropping it kills and reaps the process.
 
 use crate::rig::oci;
 use crate::rig::tools;
@@ -20,12 +21,24 @@ pub struct Registry {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    /// `(user, password)` when the registry demands Basic auth.
+    login: Option<(String, String)>,
 }
 
 impl Registry {
     /// Starts a registry and waits until `GET /v2/` answers 200. Panics (with the registry's
     /// log) when it does not come up within 15 s.
     pub fn start() -> Registry {
+        Registry::start_inner(None)
+    }
+
+    /// Starts a registry that demands Basic auth for every request (distribution's htpasswd
+    /// backend, bcrypt entry written here); only `user`/`password` are let in.
+    pub fn start_with_htpasswd(user: &str, password: &str) -> Registry {
+        Registry::start_inner(Some((user.to_string(), password.to_string())))
+    }
+
+    fn start_inner(login: Option<(String, String)>) -> Registry {
         let binary = tools::docker_registry();
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
@@ -36,7 +49,16 @@ impl Registry {
             let port = free_port();
             let storage = dir.path().join("storage");
             let config = dir.path().join("config.yml");
-            std::fs::write(&config, config_yaml(port, &storage)).expect("registry config");
+            let mut yaml = config_yaml(port, &storage);
+            if let Some((user, password)) = &login {
+                let htpasswd = dir.path().join("htpasswd");
+                std::fs::write(&htpasswd, htpasswd_line(user, password)).expect("htpasswd");
+                yaml.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: rig-registry\n    path: {}\n",
+                    htpasswd.display()
+                ));
+            }
+            std::fs::write(&config, yaml).expect("registry config");
             let log = std::fs::File::create(dir.path().join("registry.log")).expect("log file");
             let child = Command::new(&binary)
                 .arg("serve")
@@ -46,7 +68,12 @@ impl Registry {
                 .stderr(log)
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", binary.display()));
-            let mut registry = Registry { child, port, dir };
+            let mut registry = Registry {
+                child,
+                port,
+                dir,
+                login: login.clone(),
+            };
             if registry.wait_ready() {
                 return registry;
             }
@@ -65,9 +92,13 @@ impl Registry {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// A push/pull client for this registry.
+    /// A push/pull client for this registry (with its credentials, if it demands them).
     pub fn client(&self) -> oci::Client {
-        oci::Client::new(&self.host_port())
+        let client = oci::Client::new(&self.host_port());
+        match &self.login {
+            Some((user, password)) => client.with_basic_auth(user, password),
+            None => client,
+        }
     }
 
     /// What the registry printed so far (errors only; access logs are off).
@@ -102,6 +133,15 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An htpasswd line distribution accepts: `user:` and a bcrypt hash (`$2y$`, low cost: tests
+/// only).
+fn htpasswd_line(user: &str, password: &str) -> String {
+    let hash = bcrypt::hash_with_result(password, 5)
+        .expect("bcrypt")
+        .format_for_version(bcrypt::Version::TwoY);
+    format!("{user}:{hash}\n")
 }
 
 /// A loopback port that was free a moment ago.
