@@ -106,8 +106,7 @@ impl FromStr for FailOn {
 impl fmt::Display for FailOn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FailOn::AtOrAbove(Severity::Critical) => f.write_str("CRITICAL"),
-            FailOn::AtOrAbove(s) => write!(f, "{s} and above"),
+            FailOn::AtOrAbove(s) => write!(f, "{s}"),
             FailOn::Disabled => f.write_str("none (gate disabled)"),
         }
     }
