@@ -11,7 +11,7 @@
 mod rig;
 
 use rig::proxy::{Fault, FaultProxy, Recorded, When};
-use rig::report::{Finding, Report};
+use rig::report::{Finding, Report, normalised_json};
 use rig::run::Ran;
 use rig::sandbox::{Cli, Program, Sandbox};
 use rig::scene::{self, Scene};
@@ -61,19 +61,6 @@ fn ids(findings: &[Finding]) -> Vec<&str> {
     findings.iter().map(|f| f.id.as_str()).collect()
 }
 
-/// The JSON report without the two fields that differ between any two trivy runs of the same
-/// scan: `ReportID` (a fresh UUID per run) and `CreatedAt` (the run's clock). Nothing else is
-/// normalised.
-fn normalised_json(text: &str) -> serde_json::Value {
-    let mut json: serde_json::Value =
-        serde_json::from_str(text).unwrap_or_else(|e| panic!("not a JSON report ({e}):\n{text}"));
-    let object = json.as_object_mut().expect("report object");
-    for run_specific in ["ReportID", "CreatedAt"] {
-        object.remove(run_specific);
-    }
-    json
-}
-
 /// The requests a mirror got for the vulnerability DB (manifests and blobs, not the `/v2/` ping).
 fn db_requests(mirror: &FaultProxy) -> Vec<Recorded> {
     mirror.requests_to(scene::DB_PATH)
@@ -81,18 +68,6 @@ fn db_requests(mirror: &FaultProxy) -> Vec<Recorded> {
 
 fn statuses(requests: &[Recorded]) -> Vec<Option<u16>> {
     requests.iter().map(|r| r.status).collect()
-}
-
-/// The mirror's log cut into trivy runs: every run starts with the `/v2/` ping.
-fn runs_seen_by(mirror: &FaultProxy) -> Vec<Vec<Recorded>> {
-    let mut runs: Vec<Vec<Recorded>> = Vec::new();
-    for request in mirror.requests() {
-        if request.path == "/v2/" || runs.is_empty() {
-            runs.push(Vec::new());
-        }
-        runs.last_mut().expect("a run").push(request);
-    }
-    runs
 }
 
 /// The mirror served the DB: a manifest and a blob, both 200.
@@ -514,7 +489,7 @@ fn every_mirror_rate_limited_ends_with_exit_3_within_the_budget(trivy: Trivy) {
         scene.images.requests()
     );
     for mirror in [&first, &second] {
-        assert_eq!(runs_seen_by(mirror).len(), attempts, "{}", ran.describe());
+        assert_eq!(mirror.runs().len(), attempts, "{}", ran.describe());
         assert_eq!(
             statuses(&db_requests(mirror)),
             vec![Some(429); attempts * trivy.tries_on_429()],
@@ -557,7 +532,7 @@ fn rate_limited_for_the_first_3_requests_then_served(trivy: Trivy) {
     );
     assert_served_the_db(&mirror, &ran);
 
-    let runs = runs_seen_by(&mirror);
+    let runs = mirror.runs();
     let failed_runs = 3 / trivy.tries_on_429();
     assert_eq!(runs.len(), failed_runs + 1, "{}", ran.describe());
     let retries = retry_lines(&ran);
@@ -687,7 +662,7 @@ fn users_own_rate_limited_repository_is_retried_never_replaced(trivy: Trivy) {
         "the user's repository is retried as given: {}",
         retries[0]
     );
-    assert_eq!(runs_seen_by(&mine).len(), 2, "{:#?}", mine.requests());
+    assert_eq!(mine.runs().len(), 2, "{:#?}", mine.requests());
     assert_served_the_db(&mine, &ran);
     for mirror in [&ecr, &gcr] {
         assert!(mirror.requests().is_empty(), "{:#?}", mirror.requests());
