@@ -2,7 +2,7 @@
 //! cache, home and working directory in a temp dir, an environment holding only `PATH`, `HOME`
 //! and what the test sets (no `TRIVY_*`, no proxies, no docker credentials), and a deadline.
 
-use crate::rig::run::{Ran, run_bounded, run_with_deadline};
+use crate::rig::run::{Background, Ran, run_bounded, run_with_deadline};
 use crate::rig::tools;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -141,6 +141,11 @@ impl Cli {
     /// Runs it; panics if it is still running after the timeout (120 s by default).
     pub fn run(&mut self) -> Ran {
         run_bounded(&mut self.cmd, self.timeout)
+    }
+
+    /// Starts it in the background (a server); dropping the handle kills it.
+    pub fn spawn(&mut self) -> Background {
+        Background::spawn(&mut self.cmd)
     }
 
     /// Runs it, killing it at `deadline` (see [`Ran::killed_at_deadline`]).
