@@ -30,6 +30,7 @@ on_each_trivy!(
     rate_limited_for_the_first_3_requests_then_served,
     users_own_repository_is_the_only_one_contacted,
     users_own_rate_limited_repository_is_retried_never_replaced,
+    server_mode_gets_the_db_from_the_chain_and_stops_on_sigterm,
 );
 
 // ---- helpers ----
@@ -667,4 +668,61 @@ fn users_own_rate_limited_repository_is_retried_never_replaced(trivy: Trivy) {
     for mirror in [&ecr, &gcr] {
         assert!(mirror.requests().is_empty(), "{:#?}", mirror.requests());
     }
+}
+
+// ---- trivy server ----
+
+/// `trivy-ecr server` is trivy's server with the mirror chain: it downloads the DB from the
+/// chain, serves scans (a bare trivy client gets the fixture's findings through it), and ends
+/// with 143 when the CI runner sends SIGTERM.
+fn server_mode_gets_the_db_from_the_chain_and_stops_on_sigterm(trivy: Trivy) {
+    let scene = Scene::start();
+    let mirror = scene.mirror();
+    let chain = [scene::db_repo(&mirror)];
+    let port = rig::registry::free_port();
+    let listen = format!("127.0.0.1:{port}");
+
+    let sb = Sandbox::new();
+    let trivy_path = trivy.path();
+    let mut server = sb
+        .command(Program::TrivyEcr(&trivy_path))
+        .args(["server", "--listen", &listen, "--cache-dir"])
+        .arg(sb.cache_dir())
+        .env("TRIVY_ECR_DB_REPOSITORIES", chain.join(","))
+        .env("TRIVY_ECR_JAVA_DB_REPOSITORIES", nowhere_java_db())
+        .spawn();
+    let addr: std::net::SocketAddr = listen.parse().expect("address");
+    let listening = server.wait_until(Duration::from_secs(60), || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+    });
+    assert!(
+        listening,
+        "trivy-ecr server is not listening on {listen}; exit {:?}\n--- stderr ---\n{}",
+        server.try_wait(),
+        server.stderr()
+    );
+    assert_served(&mirror, &server.stderr());
+
+    let client_sb = Sandbox::new();
+    let client = bare_trivy(
+        &client_sb,
+        trivy,
+        &scene.image(),
+        &["--format", "json", "--server", &format!("http://{listen}")],
+    )
+    .run();
+    assert_eq!(client.code(), Some(0), "{}", client.describe());
+    assert_eq!(
+        findings(&client.stdout),
+        trivy_db::expected_alpine_findings()
+    );
+
+    server.signal(libc::SIGTERM);
+    let status = server.wait_timeout(Duration::from_secs(20));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(128 + libc::SIGTERM),
+        "{status:?}\n{}",
+        server.stderr()
+    );
 }
