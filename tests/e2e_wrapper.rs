@@ -726,3 +726,35 @@ fn server_mode_gets_the_db_from_the_chain_and_stops_on_sigterm(trivy: Trivy) {
         server.stderr()
     );
 }
+
+// ---- known gap ----
+
+/// The first mirror accepts the manifest request and never answers. trivy 0.76 waits forever
+/// (its `--timeout` does not cover DB downloads; see the rig selftest), and trivy-ecr, which has
+/// no watchdog of its own, waits with it: the build hangs until the CI job's own timeout.
+/// Ignored until trivy-ecr detects a stalled download (e.g. no `[vulndb]` progress line for N
+/// seconds → SIGTERM trivy, record `Cause::Timeout` for that mirror, retry); run it with
+/// `cargo test --test e2e_wrapper -- --ignored`.
+#[test]
+#[ignore = "known gap: a stalled DB mirror hangs trivy-ecr (no download watchdog)"]
+fn first_mirror_stalling_does_not_hang_the_build() {
+    let trivy = Trivy::Current;
+    let scene = Scene::start();
+    let stalled = scene.mirror();
+    stalled.add_rule("/trivy-db/manifests/", When::Always, Fault::Stall);
+    let healthy = scene.mirror();
+    let chain = [scene::db_repo(&stalled), scene::db_repo(&healthy)];
+
+    let sb = Sandbox::new();
+    let ran = trivy_ecr(&sb, trivy, &scene.image(), &chain, &["--format", "json"])
+        .run_with_deadline(Duration::from_secs(90));
+
+    assert!(
+        !ran.killed_at_deadline,
+        "trivy-ecr still waiting on the stalled mirror after {:?}\n{}",
+        ran.elapsed,
+        ran.describe()
+    );
+    assert_gate_failed_on_the_fixture(&ran);
+    assert_served_the_db(&healthy, &ran);
+}
