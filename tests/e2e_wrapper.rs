@@ -318,6 +318,13 @@ fn seed_failure_first_mirror_always_429(trivy: Trivy) {
         limited.requests()
     );
     assert_served_the_db(&healthy, &ran);
+    assert!(
+        retry_lines(&ran).is_empty(),
+        "trivy {} takes the chain as one list (trivy-ecr read its version) and falls back \
+         from the 429 within a single run\n{}",
+        trivy.version(),
+        ran.describe()
+    );
     // Loose: trivy's own retries of the 429 (~4 s on 0.76) plus one scan and one render.
     assert!(
         ran.elapsed < Duration::from_secs(30),
