@@ -734,6 +734,35 @@ fn server_mode_gets_the_db_from_the_chain_and_stops_on_sigterm(trivy: Trivy) {
     );
 }
 
+// ---- logs ----
+
+/// With stderr going to a CI log (a pipe, not a terminal), everything on it is plain text:
+/// trivy leaves its colours out there, and so must trivy-ecr's own log lines.
+#[test]
+fn logs_are_plain_text_when_stderr_is_not_a_terminal() {
+    let trivy = Trivy::Current;
+    let scene = Scene::start();
+    let mirror = scene.mirror();
+    let sb = Sandbox::new();
+    let ran = trivy_ecr(&sb, trivy, &scene.image(), &[scene::db_repo(&mirror)], &[])
+        .env("TRIVY_ECR_LOG", "debug")
+        .run();
+
+    assert_eq!(ran.code(), Some(1), "{}", ran.describe());
+    let debug: Vec<&str> = ran.stderr_lines_with("running trivy");
+    assert!(!debug.is_empty(), "no debug lines\n{}", ran.describe());
+    let coloured: Vec<&str> = ran
+        .stderr
+        .lines()
+        .filter(|l| l.contains('\u{1b}'))
+        .collect();
+    assert!(
+        coloured.is_empty(),
+        "escape codes in a CI log:\n{}",
+        coloured.join("\n").escape_debug()
+    );
+}
+
 // ---- known gap ----
 
 /// The first mirror accepts the manifest request and never answers. trivy 0.76 waits forever
