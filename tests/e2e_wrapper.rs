@@ -783,7 +783,7 @@ fn first_mirror_stalling_does_not_hang_the_build() {
 
     let sb = Sandbox::new();
     let ran = trivy_ecr(&sb, trivy, &scene.image(), &chain, &["--format", "json"])
-        .run_with_deadline(Duration::from_secs(90));
+        .run_with_deadline(Duration::from_secs(60));
 
     assert!(
         !ran.killed_at_deadline,
