@@ -37,6 +37,7 @@ fn main() {
     };
     let trivy_path = trivy.path();
     let wrapper = rig::sandbox::trivy_ecr_bin();
+    let load_at_start = load_average();
     let scene = Scene::start();
     let image = scene.image();
     progress(&format!(
@@ -235,10 +236,13 @@ fn main() {
     ]);
 
     println!(
-        "Measured with `scripts/bench` (trivy {}, {} CPUs, release build, medians of {runs} runs, \
-         loopback registry and mirrors; request counts include each run's `/v2/` ping):",
+        "Measured with `scripts/bench` (trivy {}, {} CPUs, load average {} at the start and {} at \
+         the end, release build, medians of {runs} runs, loopback registry and mirrors; request \
+         counts include each run's `/v2/` ping):",
         trivy.version(),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_at_start,
+        load_average(),
     );
     println!();
     println!("| measurement | trivy-ecr | bare trivy / reference | ratio |");
@@ -246,6 +250,14 @@ fn main() {
     for row in rows {
         println!("| {} | {} | {} | {} |", row[0], row[1], row[2], row[3]);
     }
+}
+
+/// The 1-minute load average (`/proc/loadavg`): other work on the machine skews the timings.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn progress(line: &str) {
