@@ -21,6 +21,14 @@ fn say(line: &str) {
 }
 
 fn main() {
+    // The registry and the proxies are stopped when `demo` returns (process::exit skips drops).
+    let code = demo();
+    say("exiting with trivy-ecr's exit code (1 expected)");
+    std::process::exit(code);
+}
+
+/// Runs the demo; trivy-ecr's exit code.
+fn demo() -> i32 {
     let trivy = rig::tools::trivy();
     let scene = Scene::start();
     let ecr = scene.mirror();
@@ -79,6 +87,5 @@ fn main() {
         _ => "unexpected; see trivy-ecr's messages above",
     };
     say(&format!("trivy-ecr exited with {code}: {meaning}"));
-    say("exiting with trivy-ecr's exit code (1 expected)");
-    std::process::exit(code);
+    code
 }
