@@ -4,7 +4,8 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use crate::invocation::Invocation;
+use crate::invocation::{Command, Invocation};
+use crate::mirrors::DbKind;
 use crate::retry::MirrorChain;
 use crate::trivy_args::Arg;
 use crate::trivy_args::{Flag, FlagEdit, rewrite_flags};
@@ -81,7 +82,13 @@ fn injected_flags(
     json_report: Option<&Path>,
 ) -> Vec<OsString> {
     let mut out = Vec::new();
-    for chain in chains.iter().filter(|c| c.owned) {
+    // `trivy server` takes no `--java-db-repository` (its clients fetch the Java DB).
+    let server =
+        matches!(&invocation.command, Command::UsesDb(sub) if sub == "server" || sub == "s");
+    for chain in chains
+        .iter()
+        .filter(|c| c.owned && !(server && c.kind == DbKind::Java))
+    {
         let value = if capabilities.multiple_repositories {
             chain.repositories().collect::<Vec<_>>().join(",")
         } else {

@@ -619,39 +619,3 @@ fn eight_parallel_runs_on_a_cold_a_stale_and_a_fresh_cache() {
         assert!(staging_leftovers(&cache).is_empty());
     }
 }
-
-#[test]
-fn a_mirror_that_stalls_trivys_own_download_is_abandoned_at_the_deadline() {
-    // With TRIVY_ECR_PREFETCH=off trivy downloads by itself and waits on a stalled mirror for
-    // ever; the deadline stops it, the stalled mirror goes to the back, the next one serves.
-    let scene = Scene::start();
-    let stalled = scene.mirror();
-    stalled.add_rule("/trivy-db/", When::Always, Fault::Stall);
-    let good = scene.mirror();
-    let run = Run::new();
-    let started = Instant::now();
-    let out = run.scan(
-        &[db_repo(&stalled), db_repo(&good)],
-        &scene.image(),
-        &[("TRIVY_ECR_PREFETCH", "off"), ("TRIVY_ECR_TIMEOUT", "4s")],
-    );
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains(&format!(
-            "vulnerability DB: {} timed out; retrying with {} first",
-            db_repo(&stalled),
-            db_repo(&good)
-        )),
-        "{err}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_eq!(
-        run.report().findings(),
-        trivy_db::expected_alpine_findings()
-    );
-}

@@ -15,7 +15,11 @@ pub mod proxy;
 pub mod registry;
 pub mod report;
 pub mod run;
+pub mod sandbox;
 pub mod scan;
+pub mod scene;
 pub mod tarball;
 pub mod tools;
 pub mod trivy_db;
+#[macro_use]
+pub mod trivys;

@@ -224,6 +224,19 @@ impl FaultProxy {
             .collect()
     }
 
+    /// The log cut into client runs: registry clients (trivy's ggcr) start every run against a
+    /// registry with the `GET /v2/` ping, so each inner list is one trivy run's requests.
+    pub fn runs(&self) -> Vec<Vec<Recorded>> {
+        let mut runs: Vec<Vec<Recorded>> = Vec::new();
+        for request in self.requests() {
+            if request.path == "/v2/" || runs.is_empty() {
+                runs.push(Vec::new());
+            }
+            runs.last_mut().expect("a run").push(request);
+        }
+        runs
+    }
+
     /// Waits (polling, bounded by `timeout`) until at least `n` requests whose path contains
     /// `needle` arrived; returns whether they did.
     pub fn wait_for_requests(&self, needle: &str, n: usize, timeout: Duration) -> bool {

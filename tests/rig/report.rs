@@ -82,6 +82,19 @@ impl Report {
     }
 }
 
+/// A JSON report without the two fields that differ between any two trivy runs of the same
+/// scan: `ReportID` (a fresh UUID per run) and `CreatedAt` (the run's clock). Nothing else is
+/// normalised, so two runs' reports compare equal only if everything else is identical.
+pub fn normalised_json(text: &str) -> Value {
+    let mut json: Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("not a JSON report ({e}):\n{text}"));
+    let object = json.as_object_mut().expect("a report is a JSON object");
+    for run_specific in ["ReportID", "CreatedAt"] {
+        object.remove(run_specific);
+    }
+    json
+}
+
 fn str_of(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_owned()
 }
