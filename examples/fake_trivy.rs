@@ -316,7 +316,7 @@ fn hang() -> ! {
         std::fs::write(ready, "ready").unwrap();
     }
     let signal = set.wait().unwrap();
-    log("INFO", "Received signal, attempting graceful shutdown...");
+    // Recorded first: when trivy-ecr is gone, writing to its stderr pipe kills us (SIGPIPE).
     if let Some(path) = env("FAKE_TRIVY_SIGNALS") {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -325,5 +325,6 @@ fn hang() -> ! {
             .unwrap();
         writeln!(f, "{}", signal.as_str()).unwrap();
     }
+    log("INFO", "Received signal, attempting graceful shutdown...");
     std::process::exit(1);
 }

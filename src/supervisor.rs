@@ -128,6 +128,17 @@ impl Supervisor {
         if own_group {
             command.process_group(0);
         }
+        // If trivy-ecr itself is killed outright (SIGKILL), trivy must not live on without it.
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe and touches nothing but the calling process.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = command.spawn().map_err(|source| SpawnError {
             path: self.trivy.display().to_string(),
             source,

@@ -563,3 +563,35 @@ fn secrets_never_reach_the_logs() {
         assert!(!all.contains(secret), "{secret} leaked: {all}");
     }
 }
+
+#[test]
+fn trivy_does_not_outlive_a_killed_trivy_ecr() {
+    let sb = Sandbox::new();
+    let ready = sb.path().join("ready");
+    let signals = sb.path().join("signals");
+    let mut child = sb
+        .command(&["image", "x"])
+        .env("FAKE_TRIVY_HANG", "1")
+        .env("FAKE_TRIVY_READY", &ready)
+        .env("FAKE_TRIVY_SIGNALS", &signals)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&ready);
+    child.kill().unwrap(); // SIGKILL: trivy-ecr gets no chance to forward anything
+    child.wait().unwrap();
+    wait_for(&signals);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&signals)
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "trivy never heard of its parent's death"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(std::fs::read_to_string(&signals).unwrap().trim(), "SIGTERM");
+}
