@@ -70,6 +70,7 @@ impl Attempts<'_> {
                 return Ok(outcome);
             };
             chain.record(&failure, &self.policy, now);
+            chain.order_by_readiness();
             if chain.exhausted() {
                 self.give_up(kind, chains, &budget, "every mirror was ruled out")?;
                 continue;

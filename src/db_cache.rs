@@ -22,6 +22,12 @@ pub fn default_cache_dir(env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Pa
     PathBuf::from(home).join(".cache").join("trivy")
 }
 
+/// trivy-ecr's own small state (remembered trivy versions): `$XDG_CACHE_HOME/trivy-ecr` or
+/// `~/.cache/trivy-ecr`.
+pub fn trivy_ecr_cache_dir(env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    default_cache_dir(env).with_file_name("trivy-ecr")
+}
+
 /// Where one DB lives inside the cache.
 #[derive(Debug, Clone)]
 pub struct DbLocation {

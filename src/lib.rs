@@ -173,7 +173,8 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
         };
     }
 
-    let capabilities = Capabilities::of(TrivyVersion::detect(supervisor.trivy()));
+    let memo = db_cache::trivy_ecr_cache_dir(&env).join("trivy-versions.json");
+    let capabilities = Capabilities::of(TrivyVersion::detect_remembered(supervisor.trivy(), &memo));
     tracing::debug!(?capabilities, "trivy capabilities");
     let policy = RetryPolicy::new(options.max_attempts, options.max_wait);
     let mut chains = mirror_chains(&invocation, &options, &policy);

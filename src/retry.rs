@@ -157,6 +157,14 @@ impl MirrorChain {
         }
     }
 
+    /// Puts the mirrors in the order they can next be used (untried ones first, in chain order),
+    /// so that when every mirror has failed, the one whose backoff ends first leads.
+    pub fn order_by_readiness(&mut self) {
+        if self.owned {
+            self.mirrors.sort_by_key(|m| m.ready_at);
+        }
+    }
+
     /// How long until the first usable mirror may be used.
     pub fn ready_in(&self, now: Instant) -> Duration {
         self.usable()
@@ -363,6 +371,25 @@ mod tests {
         let (repo, wait) = c.next_ready(now).unwrap();
         assert_eq!(repo, "b/db:2");
         assert!(wait <= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn when_all_failed_the_soonest_ready_leads() {
+        let mut c = chain(&["a/db:2", "b/db:2", "c/db:2"]);
+        let now = Instant::now();
+        let after = |secs| Cause::RateLimited {
+            retry_after: Some(Duration::from_secs(secs)),
+        };
+        c.record(&failed(Some("a/db:2"), after(50)), &policy(), now);
+        c.record(&failed(Some("b/db:2"), after(20)), &policy(), now);
+        c.order_by_readiness();
+        assert_eq!(c.head(), Some("c/db:2"), "the untried one first");
+        c.record(&failed(Some("c/db:2"), after(35)), &policy(), now);
+        c.order_by_readiness();
+        assert_eq!(
+            c.repositories().collect::<Vec<_>>(),
+            ["b/db:2", "c/db:2", "a/db:2"]
+        );
     }
 
     #[test]

@@ -43,6 +43,8 @@ impl Run {
 /// One test's sandbox: a working directory, the fake's record file, a clean environment.
 pub struct Sandbox {
     dir: tempfile::TempDir,
+    /// `$HOME`, apart from the working directory (trivy-ecr keeps small state under it).
+    home: tempfile::TempDir,
 }
 
 impl Default for Sandbox {
@@ -55,6 +57,7 @@ impl Sandbox {
     pub fn new() -> Sandbox {
         Sandbox {
             dir: tempfile::tempdir().unwrap(),
+            home: tempfile::tempdir().unwrap(),
         }
     }
 
@@ -78,7 +81,7 @@ impl Sandbox {
             .current_dir(self.path())
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
-            .env("HOME", self.path())
+            .env("HOME", self.home.path())
             .env("TRIVY_ECR_TRIVY", fake_trivy())
             // The fake downloads nothing; native DB downloads are tested on the rig.
             .env("TRIVY_ECR_PREFETCH", "off")
