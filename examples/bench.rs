@@ -20,6 +20,7 @@ mod rig;
 use rig::proxy::{Fault, FaultProxy, When};
 use rig::sandbox::{Program, Sandbox};
 use rig::scene::{self, Scene};
+use rig::trivy_db;
 use rig::trivys::Trivy;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -67,7 +68,8 @@ fn main() {
                 &image,
                 &["--format", format],
             );
-            cli.env("TRIVY_ECR_DB_REPOSITORIES", &repo);
+            cli.env("TRIVY_ECR_DB_REPOSITORIES", &repo)
+                .env("TRIVY_ECR_PREFETCH", "on");
             timed(cli.command_mut())
         };
         // Fill both caches (DB download, layer analysis), then measure alternately.
@@ -99,17 +101,14 @@ fn main() {
     );
     timed(cli.command_mut());
     let _ = std::fs::rename(parts_sb.work_dir().join("report.json"), &report);
-    let (mut version, mut convert) = (Vec::new(), Vec::new());
+    let mut convert = Vec::new();
     for _ in 0..runs {
-        let mut cli = parts_sb.command(Program::Trivy(&trivy_path));
-        cli.arg("--version");
-        version.push(timed(cli.command_mut()));
         let mut cli = parts_sb.command(Program::Trivy(&trivy_path));
         cli.args(["convert", "--format", "table", "--scanners", "vuln,secret"])
             .arg(&report);
         convert.push(timed(cli.command_mut()));
     }
-    progress("trivy --version and trivy convert alone: done");
+    progress("trivy convert alone: done");
 
     // -- the wrapper's own memory --
     let rss_sb = Sandbox::new();
@@ -134,13 +133,15 @@ fn main() {
     let spare = scene.mirror();
     let bad_chain = format!("{},{}", scene::db_repo(&limited), scene::db_repo(&healthy));
     let clean_chain = format!("{},{}", scene::db_repo(&healthy), scene::db_repo(&spare));
-    let cold = |program: Program<'_>, chain: &str| {
+    // `prefetch`: "on" is trivy-ecr's default (native download), "off" its core path.
+    let cold = |program: Program<'_>, chain: &str, prefetch: &str| {
         let sb = Sandbox::new();
         let mut cli = match program {
             Program::Trivy(_) => sb.scan(program, &image, &["--db-repository", chain]),
             Program::TrivyEcr(_) => {
                 let mut cli = sb.scan(program, &image, &[]);
-                cli.env("TRIVY_ECR_DB_REPOSITORIES", chain);
+                cli.env("TRIVY_ECR_DB_REPOSITORIES", chain)
+                    .env("TRIVY_ECR_PREFETCH", prefetch);
                 cli
             }
         };
@@ -148,24 +149,78 @@ fn main() {
     };
     let mut cold_clean = Vec::new();
     let mut cold_429 = Vec::new();
+    let mut core_429 = Vec::new();
     let mut bare_429 = Vec::new();
     let mut bare_clean = Vec::new();
     let mut requests_clean = RequestCounts::default();
     let mut requests_429 = RequestCounts::default();
     for _ in 0..runs {
         let before = RequestCounts::of(&scene, &limited, &healthy);
-        cold_clean.push(cold(Program::TrivyEcr(&trivy_path), &clean_chain));
+        cold_clean.push(cold(Program::TrivyEcr(&trivy_path), &clean_chain, "on"));
         requests_clean = RequestCounts::of(&scene, &limited, &healthy).minus(&before);
         let before = RequestCounts::of(&scene, &limited, &healthy);
-        cold_429.push(cold(Program::TrivyEcr(&trivy_path), &bad_chain));
+        cold_429.push(cold(Program::TrivyEcr(&trivy_path), &bad_chain, "on"));
         requests_429 = RequestCounts::of(&scene, &limited, &healthy).minus(&before);
-        bare_429.push(cold(Program::Trivy(&trivy_path), &bad_chain));
-        bare_clean.push(cold(Program::Trivy(&trivy_path), &clean_chain));
+        core_429.push(cold(Program::TrivyEcr(&trivy_path), &bad_chain, "off"));
+        bare_429.push(cold(Program::Trivy(&trivy_path), &bad_chain, ""));
+        bare_clean.push(cold(Program::Trivy(&trivy_path), &clean_chain, ""));
     }
     progress("cold cache: done");
 
+    // -- cold pull of a big DB: trivy-ecr's downloader vs trivy --download-db-only --
+    let big_mb: u64 = std::env::var("BENCH_BIG_DB_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let big = trivy_db::db_tar_gz(&trivy_db::DbSpec::fresh().with_padding(big_mb << 20));
+    let big_size = big.len();
+    scene
+        .registry
+        .client()
+        .push_trivy_db("big/trivy-db", "2", &big);
+    drop(big);
+    let big_mirror = scene.mirror();
+    let big_repo = format!("{}/big/trivy-db:2", big_mirror.host_port());
+    let pull_runs = runs.min(5);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut ours_rss, mut theirs_rss) = (Vec::new(), Vec::new());
+    let mut pull_requests = (0, 0);
+    for _ in 0..pull_runs {
+        let sb = Sandbox::new();
+        let mut cli = sb.command(Program::TrivyEcr(&trivy_path));
+        cli.args(["db", "pull", "--no-progress", "--cache-dir"])
+            .arg(sb.cache_dir())
+            .env("TRIVY_ECR_DB_REPOSITORIES", &big_repo);
+        let before = big_mirror.requests().len();
+        let started = Instant::now();
+        let peaks = peak_rss(cli.command_mut());
+        ours.push(started.elapsed());
+        ours_rss.push(peaks.own_kib);
+        pull_requests.0 = big_mirror.requests().len() - before;
+
+        let sb = Sandbox::new();
+        let mut cli = sb.command(Program::Trivy(&trivy_path));
+        cli.args([
+            "image",
+            "--download-db-only",
+            "--no-progress",
+            "--skip-version-check",
+        ])
+        .args(["--db-repository", &big_repo, "--cache-dir"])
+        .arg(sb.cache_dir());
+        let before = big_mirror.requests().len();
+        let started = Instant::now();
+        let peaks = peak_rss(cli.command_mut());
+        theirs.push(started.elapsed());
+        theirs_rss.push(peaks.own_kib);
+        pull_requests.1 = big_mirror.requests().len() - before;
+    }
+    progress("big DB pull: done");
+    let (ours, theirs) = (median(&mut ours), median(&mut theirs));
+
     let cold_clean = median(&mut cold_clean);
     let cold_429 = median(&mut cold_429);
+    let core_429 = median(&mut core_429);
     let bare_429 = median(&mut bare_429);
     let bare_clean = median(&mut bare_clean);
     let own = median_kib(&mut own);
@@ -180,12 +235,6 @@ fn main() {
             ratio(*w, *b),
         ]);
     }
-    rows.push([
-        "  of which `trivy --version` (capability check, every run)".into(),
-        secs(median(&mut version)),
-        String::new(),
-        String::new(),
-    ]);
     rows.push([
         "  of which `trivy convert` (table rendering)".into(),
         secs(median(&mut convert)),
@@ -211,6 +260,12 @@ fn main() {
         ratio(cold_429, bare_429),
     ]);
     rows.push([
+        "  same, with `TRIVY_ECR_PREFETCH=off` (trivy downloads, trivy-ecr retries)".into(),
+        secs(core_429),
+        format!("{} (trivy's own fallback)", secs(bare_429)),
+        ratio(core_429, bare_429),
+    ]);
+    rows.push([
         "  same, against trivy-ecr's clean run".into(),
         secs(cold_429),
         format!("{} (trivy-ecr, clean)", secs(cold_clean)),
@@ -232,6 +287,28 @@ fn main() {
             requests_429.limited, requests_429.healthy, requests_429.images
         ),
         String::new(),
+        String::new(),
+    ]);
+
+    rows.push([
+        format!(
+            "cold pull of a {:.0} MiB DB artifact: `trivy-ecr db pull` vs `trivy image --download-db-only`",
+            big_size as f64 / (1 << 20) as f64
+        ),
+        secs(ours),
+        secs(theirs),
+        ratio(ours, theirs),
+    ]);
+    rows.push([
+        "  peak RSS during that pull".into(),
+        mib(median_kib(&mut ours_rss)),
+        mib(median_kib(&mut theirs_rss)),
+        String::new(),
+    ]);
+    rows.push([
+        "  requests for that pull".into(),
+        pull_requests.0.to_string(),
+        pull_requests.1.to_string(),
         String::new(),
     ]);
 
