@@ -54,15 +54,18 @@ fn demo() -> i32 {
     ));
     say(&format!("  3. {}  as ghcr.io: healthy", chain[2]));
     say(&format!(
-        "trivy alone gives up here: it falls back from a 429 but aborts on the refused mirror; \
-         trivy-ecr moves both to the back and retries. Running trivy-ecr image {image} (trivy {}):",
+        "trivy alone gives up here: it falls back from a 429 but aborts on the refused mirror. \
+         trivy-ecr downloads the DB itself, moving past both at once, then runs trivy with \
+         --skip-db-update. Running trivy-ecr image {image} (trivy {}):",
         rig::tools::version_of(&trivy)
     ));
     eprintln!();
 
     let sb = Sandbox::new();
     let mut cli = sb.scan(Program::TrivyEcr(&trivy), &image, &[]);
-    cli.env("TRIVY_ECR_DB_REPOSITORIES", chain.join(","));
+    // trivy-ecr as it ships: native download on (the rig's sandbox turns it off by default).
+    cli.env("TRIVY_ECR_DB_REPOSITORIES", chain.join(","))
+        .env("TRIVY_ECR_PREFETCH", "on");
     if let Some(term) = std::env::var_os("TERM") {
         cli.env("TERM", term);
     }

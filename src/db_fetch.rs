@@ -20,7 +20,7 @@ use crate::db_cache::{self, CacheLock, DbLocation, Metadata, Staging};
 use crate::failure::{Cause, DbFailure, MirrorFailure};
 use crate::mirrors::DbKind;
 use crate::progress::ProgressMode;
-use crate::registry_client::{FetchError, Reference, RegistryClient};
+use crate::registry_client::{FetchError, Reference, RegistryClient, TransportKind};
 use crate::retry::{Decision, MirrorChain, RetryBudget, RetryPolicy};
 use crate::supervisor::Signals;
 
@@ -244,7 +244,9 @@ fn announce(
 ) {
     // Statuses are described by their cause; transport errors say more in their own words.
     let detail = match err {
-        FetchError::Transport(text, _) => format!("{cause}: {text}"),
+        FetchError::Transport(text, TransportKind::Reset | TransportKind::Other) => {
+            format!("{cause}: {text}")
+        }
         _ => cause.to_string(),
     };
 
