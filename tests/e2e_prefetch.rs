@@ -778,3 +778,87 @@ fn the_java_db_falls_back_too_when_trivy_cannot_download_it() {
     );
     assert_eq!(run.report().findings(), healthy_findings);
 }
+
+#[test]
+fn the_checks_bundle_falls_back_too() {
+    let scene = Scene::start();
+    push_checks_bundle(&scene.registry);
+    scene.registry.client().push_java_db(
+        "trivy-java-db",
+        "1",
+        &rig::java_db::javadb_tar_gz(&DbSpec::fresh()),
+    );
+    let mirror = scene.mirror();
+    let run = Run::new();
+    let cache = run.cache();
+    let checks_repo = format!("{}/trivy-checks:2", mirror.host_port());
+    let java_repo = format!("{}/trivy-java-db:1", mirror.host_port());
+    let mut pull = run.command(
+        &[db_repo(&mirror)],
+        &[
+            "db",
+            "pull",
+            "--checks",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+    );
+    pull.env("TRIVY_ECR_CHECKS_REPOSITORIES", &checks_repo);
+    let out = output_within(pull, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // A day and a half later the bundle is due, and its mirror is down.
+    let metadata_path = cache.join("policy/metadata.json");
+    let mut metadata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&metadata_path).unwrap()).unwrap();
+    let then = std::time::SystemTime::now() - hours(36);
+    metadata["DownloadedAt"] = humantime::format_rfc3339_seconds(then).to_string().into();
+    std::fs::write(&metadata_path, metadata.to_string()).unwrap();
+    mirror.add_rule("/trivy-checks/", When::Always, Fault::Unavailable);
+
+    let mut scan = run.command(
+        &[db_repo(&mirror)],
+        &[
+            "image",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--skip-version-check",
+            "--disable-telemetry",
+            "--scanners",
+            "vuln,misconfig",
+            "--format",
+            "json",
+            "--output",
+            "report.json",
+            &scene.image(),
+        ],
+    );
+    scan.env("TRIVY_ECR_PREFETCH", "all")
+        .env("TRIVY_ECR_CHECKS_REPOSITORIES", &checks_repo)
+        .env("TRIVY_ECR_JAVA_DB_REPOSITORIES", &java_repo)
+        .env("TRIVY_ECR_MAX_WAIT", "2s")
+        .env("TRIVY_ECR_LOG", "debug");
+    let out = output_within(scan, Duration::from_secs(120));
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the gate decides as usual: {err}"
+    );
+    assert!(
+        err.contains("warning: DEGRADED: the cached checks bundle is 1day 12h old (limit 3days)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("server error (HTTP 503)"),
+        "names the mirror's error: {err}"
+    );
+    assert!(
+        err.contains("--skip-check-update"),
+        "trivy uses the cached bundle: {err}"
+    );
+    assert_eq!(
+        run.report().findings(),
+        trivy_db::expected_alpine_findings()
+    );
+}
