@@ -20,6 +20,8 @@ pub enum ExitStatus {
     /// 5: trivy failed for another reason (its stderr was shown), its report was unusable, or a
     /// CI output (JUnit, JSON copy, step summary) could not be written.
     TrivyFailed,
+    /// 6: `trivy-ecr doctor` found a problem (at least one FAIL line).
+    ProblemsFound,
     /// 128+N: trivy, or trivy-ecr itself, was stopped by signal N.
     Signal(i32),
 }
@@ -34,6 +36,7 @@ impl ExitStatus {
             ExitStatus::DbUnavailable => 3,
             ExitStatus::TrivyNotStarted => 4,
             ExitStatus::TrivyFailed => 5,
+            ExitStatus::ProblemsFound => 6,
             ExitStatus::Signal(signal) => 128 + signal,
         }
     }
@@ -69,6 +72,10 @@ pub const EXIT_CODE_TABLE: &[(&str, &str)] = &[
         "5",
         "trivy failed for another reason (its stderr is shown above), its report was unusable, or a JUnit/JSON/step summary file could not be written",
     ),
+    (
+        "6",
+        "trivy-ecr doctor found a problem (at least one FAIL line)",
+    ),
     ("128+N", "trivy (or trivy-ecr) was killed by signal N"),
 ];
 
@@ -84,6 +91,7 @@ mod tests {
         assert_eq!(ExitStatus::DbUnavailable.code(), 3);
         assert_eq!(ExitStatus::TrivyNotStarted.code(), 4);
         assert_eq!(ExitStatus::TrivyFailed.code(), 5);
+        assert_eq!(ExitStatus::ProblemsFound.code(), 6);
         assert_eq!(ExitStatus::Signal(15).code(), 143);
         assert_eq!(ExitStatus::TrivyExitFlag(9).code(), 9);
         assert_eq!(ExitStatus::PassedThrough(0).code(), 0);

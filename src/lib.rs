@@ -16,6 +16,7 @@ pub mod db_fetch;
 pub mod db_integrity;
 pub mod degraded;
 pub mod docker_config;
+pub mod doctor;
 pub mod exit_status;
 pub mod failure;
 pub mod gate;
@@ -106,6 +107,15 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
             &invocation.args_after_subcommand(),
             &options,
             &mut signals,
+            &env,
+        )
+        .await;
+    }
+    if invocation.subcommand() == Some("doctor") {
+        return doctor::run(
+            &invocation.args_after_subcommand(),
+            &invocation,
+            &options,
             &env,
         )
         .await;
