@@ -102,8 +102,15 @@ impl DockerConfig {
                 helper_path,
             },
             Err(err) => {
-                // serde's message names the position, never the content.
-                tracing::warn!(path = %path.display(), %err, "ignoring unreadable docker config");
+                // Only the place and kind: serde's message quotes what it did not expect
+                // (`invalid type: string "<the auth string>"`), which can be a credential.
+                tracing::warn!(
+                    path = %path.display(),
+                    line = err.line(),
+                    column = err.column(),
+                    problem = problem(&err),
+                    "ignoring unreadable docker config"
+                );
                 DockerConfig::default()
             }
         }
@@ -128,6 +135,16 @@ impl DockerConfig {
             .creds_store
             .as_deref()
             .and_then(|store| self.run_helper(store, registry))
+    }
+}
+
+/// What is wrong with a docker config, without quoting any of it.
+fn problem(err: &serde_json::Error) -> &'static str {
+    match err.classify() {
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Eof => "truncated",
+        serde_json::error::Category::Data => "a value of the wrong type",
+        serde_json::error::Category::Io => "unreadable",
     }
 }
 
