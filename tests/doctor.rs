@@ -171,6 +171,8 @@ fn healthy_throttled_stalled_refused_and_token_mirrors_each_get_their_verdict() 
         repo.clone(),
     ];
     let ran = home.doctor(&chains, &["--timeout", "1s"], &[]);
+    // Shown with --nocapture: what a user sees.
+    println!("{}", ran.stdout);
     assert_eq!(ran.code(), Some(6), "{}", ran.describe());
     assert!(
         ran.elapsed < Duration::from_secs(15),
