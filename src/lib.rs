@@ -152,11 +152,6 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
     {
         say!("{note}");
     }
-    if !invocation.is_gated()
-        && let Some(note) = publish::unused_note(&invocation.own_flags)
-    {
-        say!("{note}");
-    }
     let uses_db = matches!(invocation.command, Command::Scan(_) | Command::UsesDb(_))
         && !invocation.wants_help;
     if !uses_db {
