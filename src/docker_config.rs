@@ -46,7 +46,7 @@ pub struct Credentials {
     pub secret: Secret,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 struct ConfigFile {
     #[serde(default)]
     auths: HashMap<String, AuthEntry>,
@@ -56,7 +56,7 @@ struct ConfigFile {
     cred_helpers: HashMap<String, String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 struct AuthEntry {
     #[serde(default)]
     auth: Option<String>,
@@ -69,7 +69,7 @@ struct AuthEntry {
 }
 
 /// The docker config, loaded once per run.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct DockerConfig {
     file: ConfigFile,
     pub path: Option<PathBuf>,

@@ -142,9 +142,11 @@ pub async fn run(
 
     emit(check_trivy(options, env).await);
 
+    let docker = DockerConfig::load(env);
+    emit(vec![docker_config_line(&docker, env)]);
     let chains = chains(invocation, options, env);
-    let credentials = credential_sources(&chains, env).await;
-    let probes = probe_all(&chains, &parsed, env).await;
+    let credentials = credential_sources(&chains, &docker).await;
+    let probes = probe_all(&chains, &parsed, &docker).await;
     for chain in &chains {
         let mut answering = 0;
         let mut chain_lines = Vec::new();
@@ -342,36 +344,54 @@ pub enum CredentialSource {
     TimedOut,
 }
 
-/// The environment the docker config and its helpers are read with, owned so the lookup can
-/// run on a blocking thread.
-#[derive(Clone)]
-struct DockerEnv {
-    vars: Vec<(&'static str, Option<OsString>)>,
+/// Where the docker config should be, as docker (and [`DockerConfig::load`]) looks for it.
+fn docker_config_path(env: Env<'_>) -> Option<PathBuf> {
+    env("DOCKER_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".docker")))
+        .map(|dir| dir.join("config.json"))
 }
 
-impl DockerEnv {
-    fn capture(env: Env<'_>) -> DockerEnv {
-        DockerEnv {
-            vars: ["DOCKER_CONFIG", "HOME", "PATH"]
-                .into_iter()
-                .map(|k| (k, env(k)))
-                .collect(),
-        }
-    }
-
-    fn load(&self) -> DockerConfig {
-        DockerConfig::load(&|key: &str| {
-            self.vars
-                .iter()
-                .find(|(k, _)| *k == key)
-                .and_then(|(_, v)| v.clone())
-        })
+/// Whether the docker config could be read (credentials for higher rate limits live there).
+fn docker_config_line(docker: &DockerConfig, env: Env<'_>) -> Line {
+    let subject = "docker config";
+    match (&docker.path, docker_config_path(env)) {
+        (Some(path), _) => Line::new(Verdict::Ok, subject, path.display().to_string()),
+        (None, Some(path)) if path.exists() => Line::new(
+            Verdict::Warn,
+            subject,
+            format!(
+                "{} cannot be read; every registry is pulled from anonymously",
+                path.display()
+            ),
+        )
+        .fix("check that it is valid JSON (docker login rewrites it)"),
+        (None, Some(path)) => Line::new(
+            Verdict::Ok,
+            subject,
+            format!(
+                "none ({} does not exist); every registry is pulled from anonymously",
+                path.display()
+            ),
+        ),
+        (None, None) => Line::new(
+            Verdict::Ok,
+            subject,
+            "none (neither DOCKER_CONFIG nor HOME is set); every registry is pulled from anonymously",
+        ),
     }
 }
+
+/// How long the credential lookups of all registries may take together.
+const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Credential helpers may be slow (`docker-credential-ecr-login` asks AWS): all registries are
 /// looked up on a blocking thread, within a bound.
-async fn credential_sources(chains: &[Chain], env: Env<'_>) -> BTreeMap<String, CredentialSource> {
+async fn credential_sources(
+    chains: &[Chain],
+    docker: &DockerConfig,
+) -> BTreeMap<String, CredentialSource> {
     let registries: Vec<String> = chains
         .iter()
         .flat_map(|c| &c.mirrors)
@@ -379,11 +399,10 @@ async fn credential_sources(chains: &[Chain], env: Env<'_>) -> BTreeMap<String, 
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let docker = DockerEnv::capture(env);
     let lookup = {
         let registries = registries.clone();
+        let config = docker.clone();
         tokio::task::spawn_blocking(move || {
-            let config = docker.load();
             let path = config.path.clone().unwrap_or_default();
             registries
                 .into_iter()
@@ -397,7 +416,7 @@ async fn credential_sources(chains: &[Chain], env: Env<'_>) -> BTreeMap<String, 
                 .collect::<BTreeMap<_, _>>()
         })
     };
-    match tokio::time::timeout(Duration::from_secs(30), lookup).await {
+    match tokio::time::timeout(CREDENTIALS_TIMEOUT, lookup).await {
         Ok(Ok(found)) => found,
         _ => registries
             .into_iter()
@@ -429,7 +448,10 @@ fn credentials_line(
         Some(CredentialSource::TimedOut) => Line::new(
             Verdict::Warn,
             subject,
-            format!("docker credentials: the lookup for {registry} did not finish within 30s"),
+            format!(
+                "docker credentials: the lookup for {registry} did not finish within {}s",
+                CREDENTIALS_TIMEOUT.as_secs()
+            ),
         )
         .fix("check the credential helper named in the docker config (credHelpers, credsStore)"),
         _ if registry == "public.ecr.aws" => Line::new(
@@ -452,56 +474,110 @@ pub enum ProbeOutcome {
     Failed(ProbeFailure),
     /// The whole probe took longer than its bound.
     TimedOut(Duration),
+    /// Not probed: an earlier mirror on the same registry (named) got no answer.
+    RegistryDown(String),
 }
 
-/// Probes every mirror of every chain at once, each within a bound; results keyed by DB and
-/// repository text.
+/// One mirror of one chain: the DB and the repository as configured.
+type MirrorKey = (DbKind, String);
+
+/// How long all probes may take together.
+const PROBES_TIMEOUT: Duration = Duration::from_secs(60);
+/// Between two requests to one registry, so doctor itself stays under a limit of one pull a
+/// second (ECR Public, anonymous). Loopback registries are not spaced.
+const SAME_REGISTRY_SPACING: Duration = Duration::from_secs(1);
+
+/// Probes every mirror of every chain: registries at once, the mirrors of one registry one
+/// after the other; each mirror within a bound, and all within [`PROBES_TIMEOUT`]. Results
+/// are keyed by DB and repository text.
 async fn probe_all(
     chains: &[Chain],
     args: &DoctorArgs,
-    env: Env<'_>,
-) -> HashMap<(DbKind, String), ProbeOutcome> {
-    let docker = DockerEnv::capture(env);
+    docker: &DockerConfig,
+) -> HashMap<MirrorKey, ProbeOutcome> {
     let timeouts = Timeouts {
         connect: args.timeout,
         read: args.timeout,
     };
-    // Token, manifest, and GET where HEAD is refused; plus a credential helper's time.
+    // Token, manifest, and GET where HEAD is refused.
     let bound = args.timeout * 3 + Duration::from_secs(2);
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut by_registry: BTreeMap<String, Vec<(MirrorKey, Reference)>> = BTreeMap::new();
     for chain in chains {
         for mirror in &chain.mirrors {
-            let Ok(reference) = mirror.reference.clone() else {
-                continue;
-            };
-            let key = (chain.kind, mirror.text.clone());
-            let docker = docker.clone();
-            let insecure = args.insecure;
-            tasks.spawn(async move {
-                let outcome = match RegistryClient::new(docker.load(), timeouts, insecure) {
-                    Err(err) => ProbeOutcome::Failed(ProbeFailure {
-                        step: ProbeStep::Manifest,
-                        error: FetchError::Transport(err, TransportKind::Other),
-                    }),
-                    Ok(mut client) => {
-                        match tokio::time::timeout(bound, client.probe_manifest(&reference)).await {
-                            Ok(Ok(probe)) => ProbeOutcome::Answered(probe),
-                            Ok(Err(failure)) => ProbeOutcome::Failed(failure),
-                            Err(_) => ProbeOutcome::TimedOut(bound),
-                        }
-                    }
-                };
-                (key, outcome)
-            });
+            if let Ok(reference) = &mirror.reference {
+                by_registry
+                    .entry(reference.registry.clone())
+                    .or_default()
+                    .push(((chain.kind, mirror.text.clone()), reference.clone()));
+            }
         }
     }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (_, mirrors) in by_registry {
+        let docker = docker.clone();
+        let insecure = args.insecure;
+        tasks.spawn(async move {
+            let mut outcomes = Vec::new();
+            let mut client = match RegistryClient::new(docker, timeouts, insecure) {
+                Ok(client) => client,
+                Err(err) => {
+                    for (key, _) in mirrors {
+                        let error = FetchError::Transport(err.clone(), TransportKind::Other);
+                        let failure = ProbeFailure {
+                            step: ProbeStep::Manifest,
+                            error,
+                        };
+                        outcomes.push((key, ProbeOutcome::Failed(failure)));
+                    }
+                    return outcomes;
+                }
+            };
+            let mut down: Option<String> = None;
+            for (index, (key, reference)) in mirrors.into_iter().enumerate() {
+                if let Some(first) = &down {
+                    outcomes.push((key, ProbeOutcome::RegistryDown(first.clone())));
+                    continue;
+                }
+                if index > 0 && !reference.is_loopback() {
+                    tokio::time::sleep(SAME_REGISTRY_SPACING).await;
+                }
+                let outcome =
+                    match tokio::time::timeout(bound, client.probe_manifest(&reference)).await {
+                        Ok(Ok(probe)) => ProbeOutcome::Answered(probe),
+                        Ok(Err(failure)) => ProbeOutcome::Failed(failure),
+                        Err(_) => ProbeOutcome::TimedOut(bound),
+                    };
+                if unreachable(&outcome) {
+                    down = Some(key.1.clone());
+                }
+                outcomes.push((key, outcome));
+            }
+            outcomes
+        });
+    }
+    let deadline = tokio::time::Instant::now() + PROBES_TIMEOUT;
     let mut outcomes = HashMap::new();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok((key, outcome)) = joined {
-            outcomes.insert(key, outcome);
+    while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {
+        if let Ok(done) = joined {
+            outcomes.extend(done);
         }
     }
     outcomes
+}
+
+/// No answer at all from the registry: the next mirror on it would fare no better.
+fn unreachable(outcome: &ProbeOutcome) -> bool {
+    match outcome {
+        ProbeOutcome::TimedOut(_) => true,
+        ProbeOutcome::Failed(failure) => matches!(
+            failure.error,
+            FetchError::Transport(
+                _,
+                TransportKind::Refused | TransportKind::Dns | TransportKind::Timeout
+            )
+        ),
+        _ => false,
+    }
 }
 
 fn millis(d: Duration) -> String {
@@ -534,14 +610,25 @@ pub fn judge_mirror(
     let login = format!("docker login {registry}");
     let probe = match outcome {
         None => {
-            return (
-                vec![Line::new(
-                    Verdict::Fail,
-                    subject,
-                    "not checked (the probe was lost)",
-                )],
-                false,
-            );
+            let line = Line::new(
+                Verdict::Fail,
+                subject,
+                format!(
+                    "not checked: the probes took longer than {}s together",
+                    PROBES_TIMEOUT.as_secs()
+                ),
+            )
+            .fix("run doctor with a shorter --timeout, or check the network");
+            return (vec![line], false);
+        }
+        Some(ProbeOutcome::RegistryDown(first)) => {
+            let line = Line::new(
+                Verdict::Fail,
+                subject,
+                format!("not checked: {registry} did not answer for {first}"),
+            )
+            .fix(format!("see {first} above, {drop_it}"));
+            return (vec![line], false);
         }
         Some(ProbeOutcome::TimedOut(bound)) => {
             let line = Line::new(

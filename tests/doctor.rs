@@ -250,6 +250,7 @@ fn a_chain_with_no_mirror_left_and_a_missing_trivy_fail_with_exit_6() {
         java: vec![format!("{refused}/trivy-java-db:1")],
         checks: vec![format!("{refused}/trivy-checks:2")],
     };
+    let config = home.docker_config("{\"auths\": ");
     let missing = home.dir.path().join("no-trivy");
     let ran = home.doctor(
         &chains,
@@ -272,6 +273,22 @@ fn a_chain_with_no_mirror_left_and_a_missing_trivy_fail_with_exit_6() {
             "vulnerability DB chain: none of 1 mirrors serves it now",
             "exit 3",
         ],
+    );
+    // One registry that does not answer is asked once.
+    line(
+        &ran,
+        "FAIL",
+        &[&format!(
+            "Java DB mirror {refused}/trivy-java-db:1: not checked: {refused} did not answer for {refused}/trivy-db:2"
+        )],
+    );
+    line(
+        &ran,
+        "warn",
+        &[&format!(
+            "docker config: {} cannot be read",
+            config.display()
+        )],
     );
     line(
         &ran,
