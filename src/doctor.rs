@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::fmt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,7 +37,8 @@ struct DoctorArgs {
     /// trivy's cache directory (default: --cache-dir, TRIVY_CACHE_DIR, trivy.yaml, ~/.cache/trivy).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
-    /// Skip TLS certificate checks and fall back to plain HTTP, as scans with --insecure do.
+    /// Skip TLS certificate checks and fall back to plain HTTP, as scans with --insecure do
+    /// (also on with TRIVY_INSECURE or trivy.yaml's insecure).
     #[arg(long)]
     insecure: bool,
     /// Give up on one request after this long.
@@ -131,11 +133,16 @@ pub async fn run(
             return ExitStatus::Usage;
         }
     };
+    let parsed = DoctorArgs {
+        insecure: parsed.insecure || invocation.insecure,
+        ..parsed
+    };
     let started = Instant::now();
     let mut lines = Vec::new();
+    // A closed stdout (`doctor | head`) ends the output, not the process.
     let mut emit = |new: Vec<Line>| {
         for line in new {
-            println!("{line}");
+            let _ = writeln!(std::io::stdout(), "{line}");
             lines.push(line);
         }
     };
@@ -186,7 +193,8 @@ pub async fn run(
         count(Verdict::Warn),
         count(Verdict::Ok),
     );
-    println!(
+    let _ = writeln!(
+        std::io::stdout(),
         "doctor: {fails} FAIL, {warns} warn, {oks} ok in {:.1}s",
         started.elapsed().as_secs_f64()
     );
