@@ -46,7 +46,7 @@ pub struct Credentials {
     pub secret: Secret,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 struct ConfigFile {
     #[serde(default)]
     auths: HashMap<String, AuthEntry>,
@@ -56,7 +56,7 @@ struct ConfigFile {
     cred_helpers: HashMap<String, String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 struct AuthEntry {
     #[serde(default)]
     auth: Option<String>,
@@ -69,7 +69,7 @@ struct AuthEntry {
 }
 
 /// The docker config, loaded once per run.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct DockerConfig {
     file: ConfigFile,
     pub path: Option<PathBuf>,
@@ -102,8 +102,15 @@ impl DockerConfig {
                 helper_path,
             },
             Err(err) => {
-                // serde's message names the position, never the content.
-                tracing::warn!(path = %path.display(), %err, "ignoring unreadable docker config");
+                // Only the place and kind: serde's message quotes what it did not expect
+                // (`invalid type: string "<the auth string>"`), which can be a credential.
+                tracing::warn!(
+                    path = %path.display(),
+                    line = err.line(),
+                    column = err.column(),
+                    problem = problem(&err),
+                    "ignoring unreadable docker config"
+                );
                 DockerConfig::default()
             }
         }
@@ -153,6 +160,16 @@ impl DockerConfig {
             .creds_store
             .as_deref()
             .map(|store| format!("credsStore (docker-credential-{store}) in {file}"))
+    }
+}
+
+/// What is wrong with a docker config, without quoting any of it.
+fn problem(err: &serde_json::Error) -> &'static str {
+    match err.classify() {
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Eof => "truncated",
+        serde_json::error::Category::Data => "a value of the wrong type",
+        serde_json::error::Category::Io => "unreadable",
     }
 }
 

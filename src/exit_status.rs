@@ -23,6 +23,8 @@ pub enum ExitStatus {
     /// 6: `db mirror` could not write to the destination registry (credentials refused,
     /// push denied, repository missing, or unavailable within the retry budget).
     DestinationFailed,
+    /// 7: `trivy-ecr doctor` found a problem (at least one FAIL line).
+    ProblemsFound,
     /// 128+N: trivy, or trivy-ecr itself, was stopped by signal N.
     Signal(i32),
 }
@@ -38,6 +40,7 @@ impl ExitStatus {
             ExitStatus::TrivyNotStarted => 4,
             ExitStatus::TrivyFailed => 5,
             ExitStatus::DestinationFailed => 6,
+            ExitStatus::ProblemsFound => 7,
             ExitStatus::Signal(signal) => 128 + signal,
         }
     }
@@ -77,6 +80,10 @@ pub const EXIT_CODE_TABLE: &[(&str, &str)] = &[
         "6",
         "db mirror could not write to the destination registry (credentials refused, push denied, repository missing, or unavailable within the retry budget)",
     ),
+    (
+        "7",
+        "trivy-ecr doctor found a problem (at least one FAIL line)",
+    ),
     ("128+N", "trivy (or trivy-ecr) was killed by signal N"),
 ];
 
@@ -93,6 +100,7 @@ mod tests {
         assert_eq!(ExitStatus::TrivyNotStarted.code(), 4);
         assert_eq!(ExitStatus::TrivyFailed.code(), 5);
         assert_eq!(ExitStatus::DestinationFailed.code(), 6);
+        assert_eq!(ExitStatus::ProblemsFound.code(), 7);
         assert_eq!(ExitStatus::Signal(15).code(), 143);
         assert_eq!(ExitStatus::TrivyExitFlag(9).code(), 9);
         assert_eq!(ExitStatus::PassedThrough(0).code(), 0);

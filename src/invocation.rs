@@ -82,6 +82,10 @@ pub struct Invocation {
     pub cache_dir: Option<PathBuf>,
     /// `--skip-db-update` (any source): the user wants the cached DB as it is.
     pub skip_db_update: bool,
+    /// `--skip-java-db-update` (any source).
+    pub skip_java_db_update: bool,
+    /// `--skip-check-update` (any source).
+    pub skip_check_update: bool,
     /// `--no-progress` (any source).
     pub no_progress: bool,
     /// `--insecure` (any source).
@@ -231,6 +235,16 @@ impl Invocation {
             "TRIVY_SKIP_DB_UPDATE",
             &["db", "skip-update"],
         ) || bool_flag("skip-update").unwrap_or(false);
+        let skip_java_db_update = bool_setting(
+            "skip-java-db-update",
+            "TRIVY_SKIP_JAVA_DB_UPDATE",
+            &["db", "java-skip-update"],
+        );
+        let skip_check_update = bool_setting(
+            "skip-check-update",
+            "TRIVY_SKIP_CHECK_UPDATE",
+            &["rego", "skip-check-update"],
+        ) || bool_flag("skip-policy-update").unwrap_or(false);
         let no_progress = bool_setting("no-progress", "TRIVY_NO_PROGRESS", &["db", "no-progress"]);
         let insecure = bool_setting("insecure", "TRIVY_INSECURE", &["insecure"]);
         let scanners = flags()
@@ -247,6 +261,8 @@ impl Invocation {
             download_db_only,
             cache_dir,
             skip_db_update,
+            skip_java_db_update,
+            skip_check_update,
             no_progress,
             insecure,
             scanners,
@@ -548,6 +564,18 @@ mod tests {
         assert!(!parse(&["image", "--scanners", "secret", "x"]).needs_vulnerability_db());
         assert!(!parse(&["image", "--skip-db-update", "x"]).needs_vulnerability_db());
         assert!(parse(&["image", "--skip-db-update=false", "x"]).needs_vulnerability_db());
+        let inv = parse_with(
+            &["image", "--skip-java-db-update", "x"],
+            &[("TRIVY_SKIP_CHECK_UPDATE", "true")],
+            None,
+        );
+        assert!(inv.skip_java_db_update && inv.skip_check_update && !inv.skip_db_update);
+        let inv = parse_with(
+            &["image", "x"],
+            &[],
+            Some("db:\n  java-skip-update: true\nrego:\n  skip-check-update: true\n"),
+        );
+        assert!(inv.skip_java_db_update && inv.skip_check_update);
         assert!(!parse(&["image", "--server", "http://s:4954", "x"]).needs_vulnerability_db());
         assert!(!parse(&["image", "-f", "cyclonedx", "x"]).needs_vulnerability_db());
         assert!(!parse(&["server"]).needs_vulnerability_db());

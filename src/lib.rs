@@ -17,6 +17,7 @@ pub mod db_integrity;
 pub mod db_mirror;
 pub mod degraded;
 pub mod docker_config;
+pub mod doctor;
 pub mod exit_status;
 pub mod failure;
 pub mod gate;
@@ -113,6 +114,15 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
         )
         .await;
     }
+    if invocation.subcommand() == Some("doctor") {
+        return doctor::run(
+            &invocation.args_after_subcommand(),
+            &invocation,
+            &options,
+            &env,
+        )
+        .await;
+    }
 
     let own_exe = std::env::current_exe().ok();
     let trivy = locate::check_nesting(locate::nesting(env(locate::NESTING_VAR))).and_then(|()| {
@@ -145,11 +155,6 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
         supervisor.grace = (limit / 10).clamp(Duration::from_secs(1), Duration::from_secs(10));
     }
 
-    if !invocation.is_gated()
-        && let Some(note) = publish::unused_note(&invocation.own_flags)
-    {
-        say!("{note}");
-    }
     if !invocation.is_gated()
         && let Some(note) = publish::unused_note(&invocation.own_flags)
     {

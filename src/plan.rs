@@ -48,9 +48,9 @@ pub fn trivy_argv(
     let mut argv = Vec::new();
     for (index, arg) in invocation.args.iter().enumerate() {
         let tokens = match arg {
-            Arg::Trivy { .. } => rewrite_flags(arg, |flag| {
-                edit_user_flag(flag, capabilities, json_report.is_some())
-            }),
+            Arg::Trivy { .. } => {
+                rewrite_flags(arg, |flag| edit_user_flag(flag, capabilities, extras))
+            }
             other => other.tokens(),
         };
         argv.extend(tokens);
@@ -108,14 +108,30 @@ fn injected_flags(
     out
 }
 
-fn edit_user_flag(flag: &Flag, capabilities: Capabilities, gated: bool) -> FlagEdit {
-    if gated && REPORT_FLAGS_TAKEN_OVER.contains(&flag.name.as_str()) {
+fn edit_user_flag(flag: &Flag, capabilities: Capabilities, extras: &Extras) -> FlagEdit {
+    if extras.json_report.is_some() && REPORT_FLAGS_TAKEN_OVER.contains(&flag.name.as_str()) {
+        return FlagEdit::Drop;
+    }
+    if undoes_added_skip(flag, extras) {
         return FlagEdit::Drop;
     }
     if flag.name == "security-checks" && capabilities.scanners_flag {
         return FlagEdit::Replace(scanners_from_security_checks(flag));
     }
     FlagEdit::Keep
+}
+
+/// Whether a user's flag would undo a `--skip-*-update` trivy-ecr adds after fetching a DB
+/// itself. trivy-ecr fetches only when the user did not skip the update, so such a flag says
+/// "false" (`--skip-db-update=false`); coming after trivy-ecr's flag it would win (pflag keeps
+/// the last) and trivy would download the DB again.
+fn undoes_added_skip(flag: &Flag, extras: &Extras) -> bool {
+    match flag.name.as_str() {
+        "skip-db-update" | "skip-update" => extras.skip_db_update,
+        "skip-java-db-update" => extras.skip_java_db_update,
+        "skip-check-update" | "skip-policy-update" => extras.skip_check_update,
+        _ => false,
+    }
 }
 
 /// `--security-checks vuln,config` → `--scanners vuln,misconfig` (the rename of trivy 0.37).
@@ -422,6 +438,30 @@ mod tests {
             out[5..],
             ["--skip-db-update", "--skip-java-db-update", "x"].map(OsString::from)
         );
+    }
+
+    #[test]
+    fn a_users_false_skip_flag_cannot_undo_a_native_fetch() {
+        let inv = invocation(&[
+            "image",
+            "--skip-db-update=false",
+            "-q",
+            "--skip-java-db-update=false",
+            "x",
+        ]);
+        let extras = Extras {
+            skip_db_update: true,
+            skip_java_db_update: true,
+            ..Extras::default()
+        };
+        let out = trivy_argv(&inv, &chains(&inv), MODERN, &extras);
+        assert_eq!(
+            out[5..],
+            ["--skip-db-update", "--skip-java-db-update", "-q", "x"].map(OsString::from)
+        );
+        // Nothing fetched natively: the user's flags stay as written.
+        let out = trivy_argv(&inv, &chains(&inv), MODERN, &Extras::default());
+        assert!(out.contains(&OsString::from("--skip-db-update=false")));
     }
 
     #[test]

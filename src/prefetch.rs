@@ -44,9 +44,12 @@ pub fn kinds_to_fetch(invocation: &Invocation, options: &Options) -> Vec<DbKind>
         return Vec::new();
     }
     let mut kinds = vec![DbKind::Vulnerability];
+    // The user's `--skip-java-db-update` / `--skip-check-update` keep what the cache holds.
     if options.prefetch == Prefetch::All && !invocation.download_db_only {
-        kinds.push(DbKind::Java);
-        if invocation.scans_misconfigurations() {
+        if !invocation.skip_java_db_update {
+            kinds.push(DbKind::Java);
+        }
+        if invocation.scans_misconfigurations() && !invocation.skip_check_update {
             kinds.push(DbKind::Checks);
         }
     }
@@ -147,4 +150,42 @@ pub async fn run(
         signal = signals.recv() => return Err(ExitStatus::Signal(signal as i32)),
     };
     Ok(prefetched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(argv: &[&str], prefetch: Prefetch) -> Vec<DbKind> {
+        let argv: Vec<std::ffi::OsString> = argv.iter().map(Into::into).collect();
+        let invocation = Invocation::parse(&argv, &|_| None, std::path::Path::new("/nonexistent"));
+        let options = Options {
+            prefetch,
+            ..Options::default()
+        };
+        kinds_to_fetch(&invocation, &options)
+    }
+
+    #[test]
+    fn the_users_skip_flags_keep_a_db_out_of_the_prefetch() {
+        use DbKind::*;
+        let all = Prefetch::All;
+        let scan = ["image", "--scanners", "vuln,misconfig", "x"];
+        assert_eq!(kinds(&scan, all), [Vulnerability, Java, Checks]);
+        assert_eq!(kinds(&scan, Prefetch::VulnerabilityDb), [Vulnerability]);
+        assert_eq!(kinds(&scan, Prefetch::Off), []);
+        let skipping = |flag| {
+            let mut argv = scan.to_vec();
+            argv.insert(1, flag);
+            kinds(&argv, all)
+        };
+        assert_eq!(skipping("--skip-java-db-update"), [Vulnerability, Checks]);
+        assert_eq!(skipping("--skip-check-update"), [Vulnerability, Java]);
+        assert_eq!(skipping("--skip-policy-update"), [Vulnerability, Java]);
+        assert_eq!(skipping("--skip-db-update"), []);
+        assert_eq!(
+            skipping("--skip-java-db-update=false"),
+            [Vulnerability, Java, Checks]
+        );
+    }
 }

@@ -940,6 +940,253 @@ pub(crate) fn header_text(
         .map(str::to_owned)
 }
 
+// ---- `trivy-ecr doctor`: one timed manifest request, and what the registry says about limits ----
+
+/// How a [`ManifestProbe`] got past the registry's authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeAuth {
+    /// The registry asked for nothing.
+    NotRequired,
+    /// An anonymous token from the registry's token service.
+    AnonymousToken,
+    /// A token issued for the docker config's credentials.
+    CredentialsToken,
+    /// The token service refused the docker config's credentials; an anonymous token was used.
+    CredentialsRefused,
+    /// Basic auth with the docker config's credentials.
+    Basic,
+    /// The registry asked for credentials and there were none to give.
+    NoCredentials,
+}
+
+/// Which request of a probe failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeStep {
+    Token,
+    Manifest,
+}
+
+/// A probe that got no HTTP answer it could judge.
+#[derive(Debug)]
+pub struct ProbeFailure {
+    pub step: ProbeStep,
+    pub error: FetchError,
+}
+
+/// What one manifest request to a mirror showed: status, time, auth and rate-limit headers.
+#[derive(Debug)]
+pub struct ManifestProbe {
+    pub auth: ProbeAuth,
+    /// How long the token request took, when one was needed.
+    pub token_time: Option<Duration>,
+    /// `HEAD`, or `GET` when the registry does not take HEAD.
+    pub method: &'static str,
+    pub status: u16,
+    /// How long the manifest request that gave `status` took.
+    pub time: Duration,
+    /// `ratelimit-*`, `x-ratelimit-*` and `retry-after` headers, as sent (values shortened).
+    pub rate_limit: Vec<(String, String)>,
+    /// `Docker-Content-Digest`, when sent.
+    pub digest: Option<String>,
+    /// For an error status: the registry's error (code and message only for GET).
+    pub error: Option<FetchError>,
+}
+
+/// The headers in which registries announce their limits.
+pub fn is_rate_limit_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.starts_with("ratelimit-") || name.starts_with("x-ratelimit-") || name == "retry-after"
+}
+
+impl RegistryClient {
+    /// One manifest request (HEAD, or GET where HEAD is refused) for `trivy-ecr doctor`,
+    /// answering an auth challenge like [`RegistryClient::manifest`] does but reporting how;
+    /// an HTTP error status is part of the probe, not a failure.
+    pub async fn probe_manifest(
+        &mut self,
+        reference: &Reference,
+    ) -> Result<ManifestProbe, ProbeFailure> {
+        let manifest_failure = |error| ProbeFailure {
+            step: ProbeStep::Manifest,
+            error,
+        };
+        let path = format!("manifests/{}", reference.tag);
+        let mut last_error = None;
+        let mut first = None;
+        for url in self.urls(reference, &Target::Path(&path)) {
+            match self
+                .probe_send(reqwest::Method::HEAD, &url, None, None)
+                .await
+            {
+                Ok((response, time)) => {
+                    first = Some((url, response, time));
+                    break;
+                }
+                Err(err) => last_error = Some(err),
+            }
+        }
+        let Some((url, mut response, mut time)) = first else {
+            return Err(manifest_failure(last_error.expect("at least one scheme")));
+        };
+        let mut auth = ProbeAuth::NotRequired;
+        let mut token_time = None;
+        let mut bearer = None;
+        let mut basic = None;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            let creds = self.credentials.credentials(&reference.registry);
+            match parse_challenge(response.headers()) {
+                Some(Challenge::Bearer {
+                    realm,
+                    service,
+                    scope,
+                }) => {
+                    let scope = scope
+                        .unwrap_or_else(|| format!("repository:{}:pull", reference.repository));
+                    let started = std::time::Instant::now();
+                    let (token, how) = self
+                        .probe_token(&realm, service.as_deref(), &scope, creds.as_ref())
+                        .await
+                        .map_err(|error| ProbeFailure {
+                            step: ProbeStep::Token,
+                            error,
+                        })?;
+                    token_time = Some(started.elapsed());
+                    auth = how;
+                    bearer = Some(token);
+                }
+                Some(Challenge::Basic) if creds.is_some() => {
+                    auth = ProbeAuth::Basic;
+                    basic = creds;
+                }
+                _ => auth = ProbeAuth::NoCredentials,
+            }
+            if auth != ProbeAuth::NoCredentials {
+                (response, time) = self
+                    .probe_send(
+                        reqwest::Method::HEAD,
+                        &url,
+                        bearer.as_deref(),
+                        basic.as_ref(),
+                    )
+                    .await
+                    .map_err(manifest_failure)?;
+            }
+        }
+        let mut method = "HEAD";
+        if matches!(response.status().as_u16(), 405 | 501) {
+            method = "GET";
+            (response, time) = self
+                .probe_send(
+                    reqwest::Method::GET,
+                    &url,
+                    bearer.as_deref(),
+                    basic.as_ref(),
+                )
+                .await
+                .map_err(manifest_failure)?;
+        }
+        let header_text = |value: &reqwest::header::HeaderValue| {
+            String::from_utf8_lossy(value.as_bytes())
+                .chars()
+                .take(120)
+                .collect::<String>()
+        };
+        let rate_limit = response
+            .headers()
+            .iter()
+            .filter(|(name, _)| is_rate_limit_header(name.as_str()))
+            .take(8)
+            .map(|(name, value)| (name.as_str().to_string(), header_text(value)))
+            .collect();
+        let digest = response
+            .headers()
+            .get("docker-content-digest")
+            .map(header_text);
+        let status = response.status().as_u16();
+        let error = if response.status().is_success() {
+            None
+        } else {
+            Some(status_error(response).await)
+        };
+        Ok(ManifestProbe {
+            auth,
+            token_time,
+            method,
+            status,
+            time,
+            rate_limit,
+            digest,
+            error,
+        })
+    }
+
+    async fn probe_send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        bearer: Option<&str>,
+        basic: Option<&Credentials>,
+    ) -> Result<(Response, Duration), FetchError> {
+        let mut request = self
+            .http
+            .request(method, url)
+            .header(reqwest::header::ACCEPT, ACCEPT_MANIFESTS);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        } else if let Some(creds) = basic {
+            request = request.basic_auth(&creds.username, Some(creds.secret.expose()));
+        }
+        let started = std::time::Instant::now();
+        let response = request.send().await.map_err(transport_error)?;
+        Ok((response, started.elapsed()))
+    }
+
+    /// The token dance of [`RegistryClient::token`], telling whether the credentials were
+    /// accepted.
+    async fn probe_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<(String, ProbeAuth), FetchError> {
+        let mut query = vec![("scope", scope)];
+        if let Some(service) = service {
+            query.push(("service", service));
+        }
+        let url = reqwest::Url::parse_with_params(realm, &query)
+            .map_err(|e| FetchError::BadArtifact(format!("bad token realm {realm}: {e}")))?;
+        let attempt = |with: Option<&Credentials>| {
+            let mut request = self.http.get(url.clone());
+            if let Some(c) = with {
+                request = request.basic_auth(&c.username, Some(c.secret.expose()));
+            }
+            request.send()
+        };
+        let mut how = if creds.is_some() {
+            ProbeAuth::CredentialsToken
+        } else {
+            ProbeAuth::AnonymousToken
+        };
+        let mut response = attempt(creds).await.map_err(transport_error)?;
+        if creds.is_some() && response.status() == StatusCode::UNAUTHORIZED {
+            how = ProbeAuth::CredentialsRefused;
+            response = attempt(None).await.map_err(transport_error)?;
+        }
+        if !response.status().is_success() {
+            return Err(status_error(response).await);
+        }
+        let body = response.bytes().await.map_err(transport_error)?;
+        let reply: TokenReply = serde_json::from_slice(&body).map_err(|e| {
+            FetchError::BadArtifact(format!("token service answered without a token: {e}"))
+        })?;
+        let token = reply.token.or(reply.access_token).ok_or_else(|| {
+            FetchError::BadArtifact("token service answered without a token".into())
+        })?;
+        Ok((token, how))
+    }
+}
+
 pub(crate) async fn status_error(response: Response) -> FetchError {
     let status = response.status().as_u16();
     let header_delay = response

@@ -3,9 +3,18 @@
 
 use std::time::Duration;
 
+/// Every delay these parsers return is shorter than this (about 31 years); a longer one is
+/// not a delay anyone means, and is read as none. The retry policy caps waits far lower.
+pub const MAX_DELAY: Duration = Duration::from_secs(1_000_000_000);
+
 /// Parses a `Retry-After` header value given in seconds (`120`).
 pub fn parse_header_seconds(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+        .filter(|d| *d < MAX_DELAY)
 }
 
 /// Parses a `Retry-After` header: seconds, or an HTTP date (the wait until then).
@@ -16,6 +25,7 @@ pub fn parse_header(value: &str) -> Option<Duration> {
             at.duration_since(std::time::SystemTime::now())
                 .unwrap_or_default(),
         )
+        .filter(|d| *d < MAX_DELAY)
     })
 }
 
@@ -66,7 +76,7 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
         rest = &rest[unit_len..];
         total += number * seconds_per_unit;
     }
-    (0.0..1e9)
+    (0.0..MAX_DELAY.as_secs_f64())
         .contains(&total)
         .then(|| Duration::from_secs_f64(total))
 }

@@ -277,8 +277,11 @@ fn parse_short_group(group: &[u8], next: Option<&OsString>) -> (Vec<Flag>, bool)
             flags.push(Flag { name, value: None });
             continue;
         }
-        let rest = &group[pos..];
-        let rest = rest.strip_prefix(b"=").unwrap_or(rest);
+        // pflag: `-f=arg` is `arg`, but `-f=` alone is the value `=` (like `-farg`).
+        let rest = match &group[pos..] {
+            [b'=', value @ ..] if !value.is_empty() => value,
+            rest => rest,
+        };
         if !rest.is_empty() {
             flags.push(Flag {
                 name,
@@ -456,6 +459,27 @@ mod tests {
                     raw: os(&["-d=false"])
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn an_equals_sign_alone_is_the_value_as_pflag_reads_it() {
+        // trivy 0.76: `trivy fs -o= d` writes its report to a file named `=`.
+        let args = parse(&os(&["-o=", "--ecr-junit", "j.xml"]));
+        assert_eq!(
+            args[0],
+            Arg::Trivy {
+                flags: vec![flag("output", Some("="))],
+                raw: os(&["-o="])
+            }
+        );
+        assert_eq!(args[1], Arg::Own(flag("ecr-junit", Some("j.xml"))));
+        assert_eq!(
+            parse(&os(&["-qo=="]))[0],
+            Arg::Trivy {
+                flags: vec![flag("quiet", None), flag("output", Some("="))],
+                raw: os(&["-qo=="])
+            }
         );
     }
 

@@ -608,10 +608,13 @@ fn ci_flags_on_a_command_that_is_not_gated_get_a_note() {
         &[("TRIVY_ECR_JSON", "raw.json")],
     );
     assert_eq!(run.code(), 0, "{}", run.stderr());
-    assert!(
-        run.stderr().contains(
-            "trivy-ecr: note: --ecr-junit applies only to scans trivy-ecr gates; this command's output and exit code are trivy's\n"
-        ),
+    assert_eq!(
+        run.stderr()
+            .matches(
+                "trivy-ecr: note: --ecr-junit applies only to scans trivy-ecr gates; this command's output and exit code are trivy's\n"
+            )
+            .count(),
+        1,
         "{}",
         run.stderr()
     );
