@@ -165,10 +165,10 @@ pub async fn run(
             .await
         }
         DbCommand::Status { cache_dir } => {
-            print!(
+            crate::out(format_args!(
                 "{}",
                 status(&resolve(cache_dir), SystemTime::now(), options.max_db_age)
-            );
+            ));
             ExitStatus::Success
         }
         DbCommand::Mirror {
@@ -304,7 +304,7 @@ async fn mirror(
                 progress.phase(format_args!(
                     "{kind}: {target} is up to date ({digest}); nothing uploaded"
                 ));
-                println!("{target}@{digest}");
+                crate::out(format_args!("{target}@{digest}\n"));
             }
             Ok(MirrorOutcome::Copied {
                 digest,
@@ -316,7 +316,7 @@ async fn mirror(
                     "{kind}: copied {from} to {target} ({digest}): {:.1} MiB uploaded in {seconds:.1}s",
                     uploaded as f64 / (1 << 20) as f64
                 ));
-                println!("{target}@{digest}");
+                crate::out(format_args!("{target}@{digest}\n"));
             }
             Err(MirrorStop::Unavailable(message)) => {
                 crate::say!("error: {message}");

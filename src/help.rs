@@ -51,9 +51,11 @@ pub fn print_help(trivy: Option<&Path>, out: &mut dyn Write) -> ExitStatus {
 
 /// Prints trivy-ecr's version, then trivy's.
 pub fn print_version(trivy: Option<&Path>) -> ExitStatus {
-    println!("trivy-ecr {}", env!("CARGO_PKG_VERSION"));
+    crate::out(format_args!("trivy-ecr {}\n", env!("CARGO_PKG_VERSION")));
     let Some(trivy) = trivy else {
-        println!("trivy: not found (set TRIVY_ECR_TRIVY or put trivy on PATH)");
+        crate::out(format_args!(
+            "trivy: not found (set TRIVY_ECR_TRIVY or put trivy on PATH)\n"
+        ));
         return ExitStatus::TrivyNotStarted;
     };
     match Command::new(trivy)

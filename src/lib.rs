@@ -68,6 +68,12 @@ macro_rules! say {
     };
 }
 
+/// Writes to stdout; a reader that went away (`| head`) is not an error worth a panic.
+pub fn out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_fmt(text);
+}
+
 /// The process entry point: runs and returns the exit code.
 pub fn main_entry() -> i32 {
     let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -163,12 +169,7 @@ pub async fn run(argv: Vec<OsString>) -> ExitStatus {
     let uses_db = matches!(invocation.command, Command::Scan(_) | Command::UsesDb(_))
         && !invocation.wants_help;
     if !uses_db {
-        let argv = plan::trivy_argv(
-            &invocation,
-            &[],
-            Capabilities::of(None),
-            &plan::Extras::default(),
-        );
+        let argv = plan::passthrough_argv(&invocation);
         return match supervisor.run(&argv).await {
             Ok(outcome) => end_of_passthrough(outcome.end),
             Err(err) => {

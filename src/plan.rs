@@ -37,6 +37,12 @@ pub struct Extras {
     pub json_report: Option<std::path::PathBuf>,
 }
 
+/// trivy's argv for a command trivy-ecr does not touch: the user's tokens, verbatim, without
+/// trivy-ecr's own `--ecr-*` flags.
+pub fn passthrough_argv(invocation: &Invocation) -> Vec<OsString> {
+    invocation.args.iter().flat_map(Arg::tokens).collect()
+}
+
 /// trivy's argv for one attempt.
 pub fn trivy_argv(
     invocation: &Invocation,
@@ -422,6 +428,23 @@ mod tests {
             .filter(|t| args.contains(t))
             .collect();
         assert_eq!(kept, args);
+    }
+
+    #[test]
+    fn passthrough_commands_are_not_rewritten() {
+        let args = [
+            "config",
+            "--security-checks",
+            "config",
+            "--ecr-fail-on",
+            "HIGH",
+            ".",
+        ];
+        let out: Vec<String> = passthrough_argv(&invocation(&args))
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        assert_eq!(out, ["config", "--security-checks", "config", "."]);
     }
 
     #[test]
