@@ -794,6 +794,29 @@ impl RegistryClient {
         creds: Option<&Credentials>,
         access: Access,
     ) -> Result<String, FetchError> {
+        let (token, credentials_refused) = self
+            .exchange_token(realm, service, scope, creds, access == Access::Pull)
+            .await?;
+        if credentials_refused {
+            tracing::warn!(
+                realm,
+                "the token service refused the docker config's credentials; trying anonymously"
+            );
+        }
+        Ok(token)
+    }
+
+    /// The docker token endpoint, asked with `creds` if any; when it refuses them and
+    /// `anonymous_fallback` allows, asked again anonymously (what trivy does). Returns the
+    /// token and whether the credentials were refused.
+    async fn exchange_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        creds: Option<&Credentials>,
+        anonymous_fallback: bool,
+    ) -> Result<(String, bool), FetchError> {
         let mut query = vec![("scope", scope)];
         if let Some(service) = service {
             query.push(("service", service));
@@ -808,14 +831,8 @@ impl RegistryClient {
             request.send()
         };
         let mut response = attempt(creds).await.map_err(transport_error)?;
-        if creds.is_some()
-            && response.status() == StatusCode::UNAUTHORIZED
-            && access == Access::Pull
-        {
-            tracing::warn!(
-                realm,
-                "the token service refused the docker config's credentials; trying anonymously"
-            );
+        let refused = creds.is_some() && response.status() == StatusCode::UNAUTHORIZED;
+        if refused && anonymous_fallback {
             response = attempt(None).await.map_err(transport_error)?;
         }
         if !response.status().is_success() {
@@ -825,10 +842,10 @@ impl RegistryClient {
         let reply: TokenReply = serde_json::from_slice(&body).map_err(|e| {
             FetchError::BadArtifact(format!("token service answered without a token: {e}"))
         })?;
-        reply
-            .token
-            .or(reply.access_token)
-            .ok_or_else(|| FetchError::BadArtifact("token service answered without a token".into()))
+        let token = reply.token.or(reply.access_token).ok_or_else(|| {
+            FetchError::BadArtifact("token service answered without a token".into())
+        })?;
+        Ok((token, refused))
     }
 
     /// The manifest `reference` names, byte for byte, its digest checked against the
@@ -1150,39 +1167,14 @@ impl RegistryClient {
         scope: &str,
         creds: Option<&Credentials>,
     ) -> Result<(String, ProbeAuth), FetchError> {
-        let mut query = vec![("scope", scope)];
-        if let Some(service) = service {
-            query.push(("service", service));
-        }
-        let url = reqwest::Url::parse_with_params(realm, &query)
-            .map_err(|e| FetchError::BadArtifact(format!("bad token realm {realm}: {e}")))?;
-        let attempt = |with: Option<&Credentials>| {
-            let mut request = self.http.get(url.clone());
-            if let Some(c) = with {
-                request = request.basic_auth(&c.username, Some(c.secret.expose()));
-            }
-            request.send()
+        let (token, refused) = self
+            .exchange_token(realm, service, scope, creds, true)
+            .await?;
+        let how = match (creds.is_some(), refused) {
+            (_, true) => ProbeAuth::CredentialsRefused,
+            (true, false) => ProbeAuth::CredentialsToken,
+            (false, false) => ProbeAuth::AnonymousToken,
         };
-        let mut how = if creds.is_some() {
-            ProbeAuth::CredentialsToken
-        } else {
-            ProbeAuth::AnonymousToken
-        };
-        let mut response = attempt(creds).await.map_err(transport_error)?;
-        if creds.is_some() && response.status() == StatusCode::UNAUTHORIZED {
-            how = ProbeAuth::CredentialsRefused;
-            response = attempt(None).await.map_err(transport_error)?;
-        }
-        if !response.status().is_success() {
-            return Err(status_error(response).await);
-        }
-        let body = response.bytes().await.map_err(transport_error)?;
-        let reply: TokenReply = serde_json::from_slice(&body).map_err(|e| {
-            FetchError::BadArtifact(format!("token service answered without a token: {e}"))
-        })?;
-        let token = reply.token.or(reply.access_token).ok_or_else(|| {
-            FetchError::BadArtifact("token service answered without a token".into())
-        })?;
         Ok((token, how))
     }
 }
