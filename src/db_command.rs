@@ -273,16 +273,19 @@ async fn mirror(
         let configured = match kind {
             DbKind::Vulnerability => options.db_repositories.clone(),
             DbKind::Java => options.java_db_repositories.clone(),
-            DbKind::Checks => env(DbKind::Checks.env_var())
-                .and_then(|v| v.into_string().ok())
-                .map(|v| {
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|r| !r.is_empty())
-                        .map(str::to_owned)
-                        .collect::<Vec<_>>()
-                })
-                .filter(|chain| !chain.is_empty()),
+            // trivy-ecr's own chain, else trivy's own setting.
+            DbKind::Checks => options.checks_repositories.clone().or_else(|| {
+                env(DbKind::Checks.env_var())
+                    .and_then(|v| v.into_string().ok())
+                    .map(|v| {
+                        v.split(',')
+                            .map(str::trim)
+                            .filter(|r| !r.is_empty())
+                            .map(str::to_owned)
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|chain| !chain.is_empty())
+            }),
         };
         let sources = crate::db_mirror::sources(kind, configured, &target);
         if sources.skipped_destination {

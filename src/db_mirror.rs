@@ -21,14 +21,6 @@ use crate::registry_push::UploadError;
 use crate::retry::{Decision, MirrorChain, RetryBudget, RetryPolicy};
 use crate::supervisor::Signals;
 
-/// Where the checks bundle is copied from unless `TRIVY_CHECKS_BUNDLE_REPOSITORY` says otherwise
-/// (trivy 0.76 reads `mirror.gcr.io/aquasec/trivy-checks:2` by default).
-const CHECKS_SOURCES: &[&str] = &[
-    "public.ecr.aws/aquasecurity/trivy-checks:2",
-    "mirror.gcr.io/aquasec/trivy-checks:2",
-    "ghcr.io/aquasecurity/trivy-checks:2",
-];
-
 /// The repository name each artifact gets under the destination prefix.
 pub fn artifact_name(kind: DbKind) -> &'static str {
     match kind {
@@ -96,10 +88,7 @@ impl Destination {
 /// destination itself, so the same `TRIVY_ECR_DB_REPOSITORIES` serves scans and the mirror job.
 /// A chain naming only the destination falls back to the default chain.
 pub fn sources(kind: DbKind, configured: Option<Vec<String>>, destination: &Reference) -> Sources {
-    let defaults = || match kind {
-        DbKind::Checks => CHECKS_SOURCES.iter().map(|s| s.to_string()).collect(),
-        _ => kind.default_chain(),
-    };
+    let defaults = || kind.default_chain();
     let destination = destination.to_string();
     let chain = configured.unwrap_or_else(defaults);
     let before = chain.len();

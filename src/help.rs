@@ -21,6 +21,13 @@ pub fn own_help() -> String {
             s.flag, s.value, s.env, s.meaning, s.default
         ));
     }
+    text.push_str(
+        "\ntrivy-ecr's own commands:\n\
+         \x20 trivy-ecr db pull [--java] [--checks]   download the DBs into trivy's cache if stale\n\
+         \x20 trivy-ecr db status                     what the cache holds, its age, its source\n\
+         \x20 trivy-ecr db mirror --to REGISTRY/PREFIX copy the DB artifacts into your own registry\n\
+         \x20 trivy-ecr doctor                        check trivy, every mirror, credentials and the cache\n",
+    );
     text.push_str("\nExit codes:\n");
     for (code, meaning) in EXIT_CODE_TABLE {
         text.push_str(&format!("  {code:<6} {meaning}\n"));

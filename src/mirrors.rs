@@ -63,8 +63,9 @@ impl DbKind {
                 "mirror.gcr.io/aquasec/trivy-java-db:1",
                 "ghcr.io/aquasecurity/trivy-java-db:1",
             ],
-            // trivy's own default, then its origin; no ECR Public copy is published.
+            // trivy's own default is mirror.gcr.io; ECR Public carries the bundle too.
             DbKind::Checks => &[
+                "public.ecr.aws/aquasecurity/trivy-checks:2",
                 "mirror.gcr.io/aquasec/trivy-checks:2",
                 "ghcr.io/aquasecurity/trivy-checks:2",
             ],
@@ -121,16 +122,14 @@ mod tests {
     }
 
     #[test]
-    fn default_checks_chain_is_trivys_own() {
-        assert_eq!(
-            DbKind::Checks.default_chain()[0],
-            "mirror.gcr.io/aquasec/trivy-checks:2"
-        );
+    fn the_checks_chain_includes_trivys_own_default() {
+        let chain = DbKind::Checks.default_chain();
+        assert!(chain.contains(&"mirror.gcr.io/aquasec/trivy-checks:2".to_string()));
     }
 
     #[test]
     fn default_chains_start_with_ecr_public() {
-        for kind in [DbKind::Vulnerability, DbKind::Java] {
+        for kind in [DbKind::Vulnerability, DbKind::Java, DbKind::Checks] {
             let chain = kind.default_chain();
             assert_eq!(chain.len(), 3);
             assert!(chain[0].starts_with("public.ecr.aws/aquasecurity/"));

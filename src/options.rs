@@ -46,15 +46,15 @@ pub const SETTINGS: &[Setting] = &[
         flag: "--ecr-checks-repositories",
         env: "TRIVY_ECR_CHECKS_REPOSITORIES",
         value: "REPO[,REPO..]",
-        default: "mirror.gcr.io, ghcr.io",
-        meaning: "checks bundle chain for native downloads (db pull --checks, TRIVY_ECR_PREFETCH=all)",
+        default: "public.ecr.aws, mirror.gcr.io, ghcr.io",
+        meaning: "checks bundle chain for native downloads and db mirror (db pull --checks, TRIVY_ECR_PREFETCH=all)",
     },
     Setting {
         flag: "--ecr-max-attempts",
         env: "TRIVY_ECR_MAX_ATTEMPTS",
         value: "N",
         default: "5",
-        meaning: "trivy runs at most, counting the first, when a DB download fails",
+        meaning: "download attempts at most (trivy runs, or native pulls per DB), counting the first",
     },
     Setting {
         flag: "--ecr-max-wait",
@@ -68,7 +68,7 @@ pub const SETTINGS: &[Setting] = &[
         env: "TRIVY_ECR_PREFETCH",
         value: "on|all|off",
         default: "on",
-        meaning: "download the vulnerability DB (all: and the Java DB) natively before the scan, then run trivy with --skip-db-update; off lets trivy download",
+        meaning: "download the vulnerability DB natively before the scan, then run trivy with --skip-db-update; all: also the Java DB and (with misconfiguration scanning) the checks bundle; off: let trivy download",
     },
     Setting {
         flag: "--ecr-max-db-age",
