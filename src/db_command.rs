@@ -33,6 +33,20 @@ struct DbArgs {
     command: DbCommand,
 }
 
+/// How downloads and uploads talk and report, shared by `pull` and `mirror`.
+#[derive(Debug, clap::Args)]
+struct TransferArgs {
+    /// No progress output, only errors.
+    #[arg(short, long)]
+    quiet: bool,
+    /// One line per phase instead of a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Skip TLS certificate checks and fall back to plain HTTP.
+    #[arg(long)]
+    insecure: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum DbCommand {
     /// Download the vulnerability DB (and optionally the Java DB and the checks bundle) into
@@ -47,15 +61,8 @@ enum DbCommand {
         /// trivy's cache directory (default: TRIVY_CACHE_DIR, else ~/.cache/trivy).
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
-        /// No progress output, only errors.
-        #[arg(short, long)]
-        quiet: bool,
-        /// One line per phase instead of a progress bar.
-        #[arg(long)]
-        no_progress: bool,
-        /// Skip TLS certificate checks and fall back to plain HTTP.
-        #[arg(long)]
-        insecure: bool,
+        #[command(flatten)]
+        transfer: TransferArgs,
     },
     /// Show what the cache holds: age, next update, and the mirror it came from.
     Status {
@@ -76,15 +83,8 @@ enum DbCommand {
         /// Also the misconfiguration checks bundle (REGISTRY/PREFIX/trivy-checks:2).
         #[arg(long)]
         checks: bool,
-        /// No progress output, only errors.
-        #[arg(short, long)]
-        quiet: bool,
-        /// One line per phase instead of a progress bar.
-        #[arg(long)]
-        no_progress: bool,
-        /// Skip TLS certificate checks and fall back to plain HTTP.
-        #[arg(long)]
-        insecure: bool,
+        #[command(flatten)]
+        transfer: TransferArgs,
     },
 }
 
@@ -103,30 +103,9 @@ pub async fn run(
     signals: &mut Signals,
     env: Env<'_>,
 ) -> ExitStatus {
-    let argv = std::iter::once(OsString::from("trivy-ecr db")).chain(args.iter().cloned());
-    let parsed = match DbArgs::try_parse_from(argv) {
+    let parsed: DbArgs = match crate::help::parse_command("db", args) {
         Ok(parsed) => parsed,
-        Err(err) if !err.use_stderr() => {
-            let _ = err.print();
-            return ExitStatus::Success;
-        }
-        Err(err) => {
-            let text = err.to_string();
-            // clap names a missing argument on the line after the message.
-            let line = text
-                .lines()
-                .take_while(|l| !l.starts_with("Usage:"))
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .fold(String::new(), |joined, l| match joined.as_str() {
-                    "" => l.to_string(),
-                    _ if joined.ends_with(':') => format!("{joined} {l}"),
-                    _ => format!("{joined}; {l}"),
-                });
-            let line = line.trim_start_matches("error: ");
-            crate::say!("error: db: {line}; see trivy-ecr db --help");
-            return ExitStatus::Usage;
-        }
+        Err(status) => return status,
     };
     let resolve = |dir: Option<PathBuf>| {
         dir.or_else(|| {
@@ -141,9 +120,12 @@ pub async fn run(
             java,
             checks,
             cache_dir,
-            quiet,
-            no_progress,
-            insecure,
+            transfer:
+                TransferArgs {
+                    quiet,
+                    no_progress,
+                    insecure,
+                },
         } => {
             let cache_dir = resolve(cache_dir);
             let mut kinds = vec![DbKind::Vulnerability];
@@ -175,9 +157,12 @@ pub async fn run(
             to,
             java,
             checks,
-            quiet,
-            no_progress,
-            insecure,
+            transfer:
+                TransferArgs {
+                    quiet,
+                    no_progress,
+                    insecure,
+                },
         } => {
             let mut kinds = vec![DbKind::Vulnerability];
             if java {

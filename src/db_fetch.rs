@@ -228,36 +228,26 @@ pub async fn ensure_fresh(
                     &job.policy,
                     Instant::now(),
                 );
-                announce(job.kind, &repository, &err, &cause, job.chain, &budget);
+                let detail = failure_detail(&err, &cause);
+                crate::retry::announce_mirror_failure(
+                    job.kind,
+                    &repository,
+                    &detail,
+                    job.chain,
+                    &budget,
+                );
             }
         }
     }
 }
 
-fn announce(
-    kind: DbKind,
-    repository: &str,
-    err: &FetchError,
-    cause: &Cause,
-    chain: &MirrorChain,
-    budget: &RetryBudget,
-) {
-    // Statuses are described by their cause; transport errors say more in their own words.
-    let detail = match err {
+/// Statuses are described by their cause; transport errors say more in their own words.
+fn failure_detail(err: &FetchError, cause: &Cause) -> String {
+    match err {
         FetchError::Transport(text, TransportKind::Reset | TransportKind::Other) => {
             format!("{cause}: {text}")
         }
         _ => cause.to_string(),
-    };
-
-    match chain.next_ready(Instant::now()) {
-        Some((next, wait)) if budget.attempts < budget.policy.max_attempts => crate::say!(
-            "{kind}: {repository} {detail}; trying {next} in {:.1}s (attempt {}/{})",
-            wait.as_secs_f64(),
-            budget.attempts + 1,
-            budget.policy.max_attempts
-        ),
-        _ => crate::say!("{kind}: {repository} {detail}"),
     }
 }
 

@@ -235,7 +235,7 @@ pub async fn mirror(
                     Cause::Other(_) | Cause::BadArtifact(_) => cause.to_string(),
                     _ => format!("{cause}: {err}"),
                 };
-                announce(kind, &source, &detail, chain, &budget);
+                crate::retry::announce_mirror_failure(kind, &source, &detail, chain, &budget);
             }
             Err(CopyError::Destination(err)) => {
                 let cause = err.cause();
@@ -407,24 +407,6 @@ fn refusal(
             "{registry} has no repository {repository} to push the {kind} to ({err}). Create it first (private ECR: aws ecr create-repository --repository-name {repository})"
         ),
         _ => format!("{registry} rejected the {kind} for {repository}: {err}"),
-    }
-}
-
-fn announce(
-    kind: DbKind,
-    repository: &str,
-    detail: &str,
-    chain: &MirrorChain,
-    budget: &RetryBudget,
-) {
-    match chain.next_ready(Instant::now()) {
-        Some((next, wait)) if budget.attempts < budget.policy.max_attempts => crate::say!(
-            "{kind}: {repository} {detail}; trying {next} in {:.1}s (attempt {}/{})",
-            wait.as_secs_f64(),
-            budget.attempts + 1,
-            budget.policy.max_attempts
-        ),
-        _ => crate::say!("{kind}: {repository} {detail}"),
     }
 }
 

@@ -115,23 +115,9 @@ pub async fn run(
     options: &Options,
     env: Env<'_>,
 ) -> ExitStatus {
-    let argv = std::iter::once(OsString::from("trivy-ecr doctor")).chain(args.iter().cloned());
-    let parsed = match DoctorArgs::try_parse_from(argv) {
+    let parsed: DoctorArgs = match crate::help::parse_command("doctor", args) {
         Ok(parsed) => parsed,
-        Err(err) if !err.use_stderr() => {
-            let _ = err.print();
-            return ExitStatus::Success;
-        }
-        Err(err) => {
-            let text = err.to_string();
-            let line = text
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            crate::say!("error: doctor: {line}; see trivy-ecr doctor --help");
-            return ExitStatus::Usage;
-        }
+        Err(status) => return status,
     };
     let parsed = DoctorArgs {
         insecure: parsed.insecure || invocation.insecure,

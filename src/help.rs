@@ -35,6 +35,41 @@ pub fn own_help() -> String {
     text
 }
 
+/// Parses the arguments of one of trivy-ecr's own commands (`db`, `doctor`). `--help` prints
+/// clap's help (exit 0); a usage error is one line naming the reason and where to read more
+/// (exit 2).
+pub fn parse_command<T: clap::Parser>(
+    name: &str,
+    args: &[std::ffi::OsString],
+) -> Result<T, ExitStatus> {
+    let argv = std::iter::once(std::ffi::OsString::from(format!("trivy-ecr {name}")))
+        .chain(args.iter().cloned());
+    match T::try_parse_from(argv) {
+        Ok(parsed) => Ok(parsed),
+        Err(err) if !err.use_stderr() => {
+            let _ = err.print();
+            Err(ExitStatus::Success)
+        }
+        Err(err) => {
+            let text = err.to_string();
+            // clap names a missing argument on the line after the message.
+            let line = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .fold(String::new(), |joined, l| match joined.as_str() {
+                    "" => l.to_string(),
+                    _ if joined.ends_with(':') => format!("{joined} {l}"),
+                    _ => format!("{joined}; {l}"),
+                });
+            let line = line.trim_start_matches("error: ");
+            crate::say!("error: {name}: {line}; see trivy-ecr {name} --help");
+            Err(ExitStatus::Usage)
+        }
+    }
+}
+
 /// Prints trivy's help followed by trivy-ecr's section.
 pub fn print_help(trivy: Option<&Path>, out: &mut dyn Write) -> ExitStatus {
     if let Some(trivy) = trivy {

@@ -218,6 +218,26 @@ impl RetryBudget {
     }
 }
 
+/// The line said when one mirror failed a native download: its cause, and which mirror is
+/// next and when (while attempts remain).
+pub fn announce_mirror_failure(
+    kind: DbKind,
+    repository: &str,
+    detail: &str,
+    chain: &MirrorChain,
+    budget: &RetryBudget,
+) {
+    match chain.next_ready(Instant::now()) {
+        Some((next, wait)) if budget.attempts < budget.policy.max_attempts => crate::say!(
+            "{kind}: {repository} {detail}; trying {next} in {:.1}s (attempt {}/{})",
+            wait.as_secs_f64(),
+            budget.attempts + 1,
+            budget.policy.max_attempts
+        ),
+        _ => crate::say!("{kind}: {repository} {detail}"),
+    }
+}
+
 /// The one-line error when a DB could not be had: every mirror and its last error.
 pub fn unavailable_message(
     kind: DbKind,
